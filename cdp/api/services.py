@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from cdp.api import keys
+from cdp.api.errors import InvalidInput
+from cdp.api.models import ApiToken, Scope
+
+TOKEN_KIND = "cdp"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    plaintext: str
+
+
+@transaction.atomic
+def api_token_create(*, name: str, scopes: Iterable[str]) -> IssuedToken:
+    """Create a bearer token; the plaintext is returned once and never stored."""
+    wanted = sorted(set(scopes))
+    unknown = [scope for scope in wanted if scope not in Scope.values]
+    if unknown:
+        raise InvalidInput(
+            f"Unknown scope(s): {', '.join(unknown)}. Known: {', '.join(Scope.values)}.",
+            code="unknown_scope",
+            attr="scopes",
+        )
+    if not wanted:
+        raise InvalidInput("A token needs at least one scope.", code="no_scope", attr="scopes")
+    if not name.strip():
+        raise InvalidInput("A token needs a name.", code="blank", attr="name")
+    secret = keys.new_secret(TOKEN_KIND)
+    token = ApiToken.objects.create(
+        name=name.strip(), display_prefix=secret.display_prefix, digest=secret.digest, scopes=wanted
+    )
+    return IssuedToken(token=token, plaintext=secret.plaintext)
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token

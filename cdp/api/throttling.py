@@ -1,0 +1,53 @@
+"""Rate limits: per API token for the management API, per source for the tracking API.
+
+Counters live in the Django cache: shared across processes when ``CACHE_URL`` points at Redis,
+per process otherwise. Exceeding a limit answers 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+
+from cdp.api.authentication import SourcePrincipal
+from cdp.api.models import ApiToken
+
+
+class TokenRateThrottle(SimpleRateThrottle):
+    scope = "token"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if isinstance(request.auth, ApiToken):
+            return f"throttle:token:{request.auth.pk}"
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class SourceRateThrottle(BaseThrottle):
+    """Fixed one-second windows per source: one atomic cache increment per request."""
+
+    def __init__(self) -> None:
+        self._wait = 1.0
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        limit = settings.CDP_INGEST["RATE_LIMIT_PER_SOURCE"]
+        principal = request.auth
+        if not limit or not isinstance(principal, SourcePrincipal):
+            return True
+        now = time.time()
+        window = int(now)
+        key = f"throttle:source:{principal.source_id}:{window}"
+        if cache.add(key, 1, timeout=2):
+            return True
+        count = cache.incr(key)
+        if count <= limit:
+            return True
+        self._wait = window + 1 - now
+        return False
+
+    def wait(self) -> float:
+        return self._wait

@@ -1,0 +1,136 @@
+"""Sources, events and CRM records.
+
+``Event`` is append-only and range-partitioned by ``received_at`` (one partition a month, created
+ahead by a periodic task, plus a default partition so nothing is ever refused): retention drops
+whole partitions. The database primary key is ``(id, received_at)`` as partitioning requires; ids
+come from one identity sequence and are unique. Idempotency lives in ``IngestedMessage``, keyed
+by ``(source, message_id)``, because a unique constraint on the partitioned table would have to
+include the partition key.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+RECORD_SEQUENCE = "ingestion_record_seq"
+
+
+class Source(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    write_key_prefix = models.CharField(max_length=20)
+    write_key_digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EventType(models.TextChoices):
+    TRACK = "track"
+    IDENTIFY = "identify"
+    ALIAS = "alias"
+    PAGE = "page"
+    SCREEN = "screen"
+    GROUP = "group"
+
+
+class Event(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    # No index on source: filters by source go with a more selective column, and every index
+    # costs ingest throughput.
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False)
+    message_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=16, choices=EventType.choices)
+    event_name = models.CharField(
+        max_length=255, null=True, blank=True, help_text="track: event; page/screen: name"
+    )
+    user_id = models.CharField(max_length=255, null=True, blank=True)
+    anonymous_id = models.CharField(max_length=255, null=True, blank=True)
+    previous_id = models.CharField(max_length=255, null=True, blank=True)
+    group_id = models.CharField(max_length=255, null=True, blank=True)
+    timestamp = models.DateTimeField(help_text="Event time, corrected for client clock skew.")
+    original_timestamp = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(db_default=Now())
+    clock_skew_clamped = models.BooleanField(
+        default=False, help_text="The corrected time was in the future and was set to received_at."
+    )
+    properties = models.JSONField(default=dict)
+    traits = models.JSONField(default=dict)
+    context = models.JSONField(default=dict)
+    integrations = models.JSONField(default=dict)
+    profile_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["profile_id", "event_name", "timestamp"], name="event_profile_name_ts"
+            ),
+            models.Index(
+                fields=["user_id"], name="event_user_id", condition=models.Q(user_id__isnull=False)
+            ),
+            models.Index(
+                fields=["anonymous_id"],
+                name="event_anonymous_id",
+                condition=models.Q(anonymous_id__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_name or ''} #{self.pk}"
+
+
+class IngestedMessage(models.Model):
+    """One row per (source, messageId) seen within the deduplication window."""
+
+    pk = models.CompositePrimaryKey("source_id", "message_id")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
+    message_id = models.CharField(max_length=255)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["received_at"], name="ingested_message_received")]
+
+
+class Record(models.Model):
+    """A CRM record, upserted by (source, external_id).
+
+    ``seq`` takes a new value from one sequence on every insert or change, so consumers can read
+    records in change order from a durable cursor. ``content_digest`` makes re-imports no-ops.
+    """
+
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="records")
+    external_id = models.CharField(max_length=255)
+    email = models.CharField(max_length=320, blank=True, default="")
+    phone = models.CharField(max_length=64, blank=True, default="")
+    first_name = models.CharField(max_length=200, blank=True, default="")
+    last_name = models.CharField(max_length=200, blank=True, default="")
+    street = models.CharField(max_length=300, blank=True, default="")
+    city = models.CharField(max_length=200, blank=True, default="")
+    postcode = models.CharField(max_length=32, blank=True, default="")
+    country = models.CharField(max_length=64, blank=True, default="")
+    birth_date = models.DateField(null=True, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    content_digest = models.CharField(max_length=64)
+    seq = models.BigIntegerField(
+        unique=True,
+        db_default=models.Func(models.Value(RECORD_SEQUENCE), function="nextval"),
+    )
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="record_source_external")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_id}:{self.external_id}"

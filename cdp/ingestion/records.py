@@ -1,0 +1,161 @@
+"""Validation of CRM records (API and file import share it): pure functions, no database."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+
+MAX_FIELD_LENGTH = {
+    "external_id": 255,
+    "email": 320,
+    "phone": 64,
+    "first_name": 200,
+    "last_name": 200,
+    "street": 300,
+    "city": 200,
+    "postcode": 32,
+    "country": 64,
+}
+TEXT_FIELDS = ("email", "phone", "first_name", "last_name", "street", "city", "postcode", "country")
+ADDRESS_KEYS = {"street": "street", "city": "city", "postcode": "postcode",
+                "postal_code": "postcode", "country": "country"}
+KNOWN_FIELDS = frozenset({"external_id", "birth_date", "attributes", "address", *TEXT_FIELDS})
+MAX_ATTRIBUTES_BYTES = 16 * 1024
+_PHONE = re.compile(r"^[0-9+()\-.\s/x]{3,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    external_id: str
+    email: str
+    phone: str
+    first_name: str
+    last_name: str
+    street: str
+    city: str
+    postcode: str
+    country: str
+    birth_date: date | None
+    attributes: str
+    content_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    index: int
+    attr: str | None
+    code: str
+    detail: str
+    external_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "external_id": self.external_id,
+            "attr": self.attr,
+            "code": self.code,
+            "detail": self.detail,
+        }
+
+
+class _Invalid(Exception):
+    def __init__(self, attr: str | None, code: str, detail: str) -> None:
+        self.attr, self.code, self.detail = attr, code, detail
+
+
+def validate_record(raw: Any, *, index: int, extra_as_attributes: bool = False) -> RecordRow | RecordError:
+    """Validate one record. With ``extra_as_attributes`` unknown keys (CSV columns) become
+    attributes; otherwise they are an error, so API typos are not silently kept."""
+    external_id = raw.get("external_id") if isinstance(raw, dict) else None
+    try:
+        return _validate(raw, extra_as_attributes=extra_as_attributes)
+    except _Invalid as exc:
+        return RecordError(
+            index=index,
+            attr=exc.attr,
+            code=exc.code,
+            detail=exc.detail,
+            external_id=str(external_id) if isinstance(external_id, (str, int)) else None,
+        )
+
+
+def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
+    if not isinstance(raw, dict):
+        raise _Invalid(None, "not_an_object", "Each record must be a JSON object.")
+    attributes = raw.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise _Invalid("attributes", "not_an_object", "attributes must be a JSON object.")
+    unknown = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}
+    if unknown and not extra_as_attributes:
+        name = sorted(unknown)[0]
+        raise _Invalid(name, "unknown_field", f"Unknown field {name!r}; put free fields in attributes.")
+    attributes = {**unknown, **attributes}
+
+    values = {name: _text(raw.get(name), name) for name in TEXT_FIELDS}
+    address = raw.get("address")
+    if isinstance(address, dict):
+        for key, field in ADDRESS_KEYS.items():
+            if not values[field] and address.get(key) is not None:
+                values[field] = _text(address.get(key), f"address.{key}")
+    elif isinstance(address, str):
+        values["street"] = values["street"] or _text(address, "address")
+    elif address is not None:
+        raise _Invalid("address", "invalid", "address must be a string or an object.")
+
+    external_id = _text(raw.get("external_id"), "external_id")
+    if not external_id:
+        raise _Invalid("external_id", "required", "external_id is required.")
+    if values["email"] and "@" not in values["email"]:
+        raise _Invalid("email", "invalid_email", "email is not an email address.")
+    if values["phone"] and not _PHONE.match(values["phone"]):
+        raise _Invalid("phone", "invalid_phone", "phone contains characters a phone number cannot.")
+    birth_date = _date(raw.get("birth_date"))
+
+    encoded_attributes = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS)
+    if len(encoded_attributes) > MAX_ATTRIBUTES_BYTES:
+        raise _Invalid("attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes.")
+    if b"\\u0000" in encoded_attributes:
+        raise _Invalid("attributes", "null_character", "Text may not contain the NUL character.")
+    digest = hashlib.sha256(
+        orjson.dumps(
+            [external_id, *(values[name] for name in TEXT_FIELDS), str(birth_date or "")]
+        )
+        + encoded_attributes
+    ).hexdigest()
+    return RecordRow(
+        external_id=external_id,
+        birth_date=birth_date,
+        attributes=encoded_attributes.decode(),
+        content_digest=digest,
+        **values,
+    )
+
+
+def _text(value: Any, attr: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _Invalid(attr, "invalid_string", f"{attr} must be a string.")
+    text = str(value).strip()
+    limit = MAX_FIELD_LENGTH.get(attr.split(".")[-1].replace("postal_code", "postcode"), 300)
+    if len(text) > limit:
+        raise _Invalid(attr, "too_long", f"{attr} is longer than {limit} characters.")
+    if "\x00" in text:
+        raise _Invalid(attr, "null_character", "Text may not contain the NUL character.")
+    return text
+
+
+def _date(value: Any) -> date | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _Invalid("birth_date", "invalid_date", "birth_date must be a YYYY-MM-DD string.")
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise _Invalid("birth_date", "invalid_date", "birth_date must be a YYYY-MM-DD date.") from None

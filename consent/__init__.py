@@ -1,0 +1,1 @@
+"""Consent ledger, opt-outs, privacy requests and PII key management."""

@@ -1,0 +1,1 @@
+"""Identity graph: identifiers, evidence edges, resolution and unified profiles."""

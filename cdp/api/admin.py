@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from cdp.api.models import ApiToken
 
@@ -11,6 +12,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = ["name", "display_prefix", "digest", "scopes", "created_at", "last_used_at"]
     search_fields = ["name", "display_prefix"]
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         # Tokens are issued by `manage.py create_api_token`, which shows the secret once.
         return False

@@ -27,7 +27,7 @@ SERVER_ERROR = "server_error"
 class ApplicationError(Exception):
     """Base of every domain error; subclasses set the status, type and default code."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     type = CLIENT_ERROR
     default_code = "invalid"
 
@@ -96,25 +96,31 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     headers: dict[str, str] = {}
     if auth_header := getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = auth_header
-    if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+    wait = getattr(exc, "wait", None) if isinstance(exc, drf_exceptions.Throttled) else None
+    if wait is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
 
     if isinstance(exc, drf_exceptions.ValidationError):
         errors = _flatten(exc.detail)
-        first = errors[0] if errors else {"code": "invalid", "detail": "Invalid input.", "attr": None}
+        first: dict[str, Any] = (
+            errors[0] if errors else {"code": "invalid", "detail": "Invalid input.", "attr": None}
+        )
         body = error_body(
-            type=VALIDATION_ERROR, code=first["code"], detail=first["detail"], attr=first["attr"]
+            type=VALIDATION_ERROR,
+            code=str(first["code"]),
+            detail=str(first["detail"]),
+            attr=first["attr"],
         )
         if len(errors) > 1:
             body["errors"] = errors
         return Response(body, status=exc.status_code, headers=headers)
 
-    detail = exc.detail
-    code = exc.get_codes()
+    detail: Any = exc.detail
+    code: Any = exc.get_codes()
     body = error_body(
         type=SERVER_ERROR if exc.status_code >= 500 else CLIENT_ERROR,
-        code=code if isinstance(code, str) else exc.default_code,
-        detail=str(detail) if not isinstance(detail, (dict, list)) else str(exc.default_detail),
+        code=code if isinstance(code, str) else str(exc.default_code),
+        detail=str(exc.default_detail if isinstance(detail, (dict, list)) else detail),
     )
     return Response(body, status=exc.status_code, headers=headers)
 

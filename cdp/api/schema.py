@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
-class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class BearerTokenScheme(OpenApiAuthenticationExtension):
     target_class = "cdp.api.authentication.BearerTokenAuthentication"
     name = "bearerToken"
 
@@ -19,7 +19,7 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-unty
         }
 
 
-class WriteKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class WriteKeyScheme(OpenApiAuthenticationExtension):
     target_class = "cdp.api.authentication.WriteKeyAuthentication"
     name = "writeKey"
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from cdp.jobs.models import JobRun
 
@@ -11,8 +12,8 @@ class JobRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "task_name"]
     readonly_fields = [f.name for f in JobRun._meta.fields]
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
         return False

@@ -14,7 +14,7 @@ from cdp.jobs.models import JobStatus
 from cdp.jobs.services import job_run_finish, job_run_start
 
 
-class RecordedTask(Task):  # type: ignore[type-arg]
+class RecordedTask(Task):
     abstract = True
 
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ class _MessageSerializer(serializers.Serializer):
     messageId = serializers.CharField(required=False, max_length=255)  # noqa: N815
     userId = serializers.CharField(required=False, max_length=255)  # noqa: N815
     anonymousId = serializers.CharField(required=False, max_length=255)  # noqa: N815
-    context = serializers.DictField(required=False)
+    context = serializers.DictField(required=False)  # type: ignore[assignment]
     integrations = serializers.DictField(required=False)
     timestamp = serializers.DateTimeField(required=False)
     originalTimestamp = serializers.DateTimeField(required=False)  # noqa: N815
@@ -59,7 +59,7 @@ class BatchItemSerializer(_MessageSerializer):
 class BatchInputSerializer(serializers.Serializer):
     batch = BatchItemSerializer(many=True)
     sentAt = serializers.DateTimeField(required=False)  # noqa: N815
-    context = serializers.DictField(required=False)
+    context = serializers.DictField(required=False)  # type: ignore[assignment]
     writeKey = serializers.CharField(required=False)  # noqa: N815
 
 
@@ -112,7 +112,7 @@ class RecordsOutputSerializer(serializers.Serializer):
 
 
 class EventFilterSerializer(serializers.Serializer):
-    source = serializers.SlugField(required=False)
+    source = serializers.SlugField(required=False)  # type: ignore[assignment]
     user_id = serializers.CharField(required=False, max_length=255)
     anonymous_id = serializers.CharField(required=False, max_length=255)
     type = serializers.ChoiceField(choices=EventType.choices, required=False)
@@ -120,7 +120,7 @@ class EventFilterSerializer(serializers.Serializer):
 
 
 class EventOutputSerializer(serializers.ModelSerializer):
-    source = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    source = serializers.SlugRelatedField(slug_field="name", read_only=True)  # type: ignore[assignment,var-annotated]
     messageId = serializers.CharField(source="message_id")  # noqa: N815
     event = serializers.CharField(source="event_name", allow_null=True)
     userId = serializers.CharField(source="user_id", allow_null=True)  # noqa: N815

@@ -79,7 +79,9 @@ class _SingleCallView(_SourceView):
         return _tracking_response(result)
 
 
-def _single_call_view(call_type: str, input_serializer: type[serializers.Serializer]) -> type:
+def _single_call_view(
+    call_type: str, input_serializer: type[serializers.Serializer]
+) -> type[_SingleCallView]:
     @extend_schema(
         operation_id=f"tracking_{call_type}",
         summary=f"Segment {call_type} call",

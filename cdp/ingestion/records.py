@@ -87,7 +87,9 @@ def validate_record(raw: Any, *, index: int, extra_as_attributes: bool = False) 
 def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
     if not isinstance(raw, dict):
         raise _Invalid(None, "not_an_object", "Each record must be a JSON object.")
-    attributes = raw.get("attributes") or {}
+    attributes = raw.get("attributes")
+    if attributes is None or attributes == "":  # "" is an empty CSV column
+        attributes = {}
     if not isinstance(attributes, dict):
         raise _Invalid("attributes", "not_an_object", "attributes must be a JSON object.")
     unknown = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}

@@ -115,7 +115,7 @@ def _validate(
     if not isinstance(raw, dict):
         raise _Invalid(None, "not_an_object", "Each event must be a JSON object.")
     kind = call_type or raw.get("type")
-    if kind not in CALL_TYPES:
+    if not isinstance(kind, str) or kind not in CALL_TYPES:  # a list or dict is unhashable
         raise _Invalid("type", "invalid_type", f"type must be one of {', '.join(sorted(CALL_TYPES))}.")
 
     user_id = _optional_id(raw, "userId")
@@ -206,6 +206,11 @@ def parse_time(value: Any, attr: str) -> datetime | None:
         raise _Invalid(attr, "invalid_timestamp", f"{attr} is not an ISO-8601 date-time.") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        # 0001-01-01T00:00+05:00 is year 0 in UTC: PostgreSQL stores it, Python cannot read it back.
+        parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise _Invalid(attr, "invalid_timestamp", f"{attr} is out of range.") from None
     return parsed
 
 

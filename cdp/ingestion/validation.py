@@ -207,11 +207,12 @@ def parse_time(value: Any, attr: str) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     try:
-        # 0001-01-01T00:00+05:00 is year 0 in UTC: PostgreSQL stores it, Python cannot read it back.
-        parsed.astimezone(timezone.utc)
+        # In UTC, so every serialiser writes the same instant (orjson drops offset seconds), and
+        # 0001-01-01T00:00+05:00 (year 0 in UTC: PostgreSQL stores it, Python cannot read it
+        # back) is refused here.
+        return parsed.astimezone(timezone.utc)
     except OverflowError:
         raise _Invalid(attr, "invalid_timestamp", f"{attr} is out of range.") from None
-    return parsed
 
 
 def batch_sent_at(value: Any) -> datetime | None:

@@ -1,0 +1,62 @@
+"""Helpers shared by the ingestion tests (the project-wide fixtures live in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import orjson
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from cdp.ingestion.models import Event
+from cdp.ingestion.services import SourceWithKey, source_create
+from tests.conftest import basic_auth
+
+ERROR_KEYS = {"type", "code", "detail", "attr"}
+
+
+def ingest_settings(**overrides: Any) -> override_settings:
+    """Override some keys of ``CDP_INGEST`` and keep the others."""
+    return override_settings(CDP_INGEST={**settings.CDP_INGEST, **overrides})
+
+
+def post_gzip(client: APIClient, path: str, raw: bytes, **extra: Any) -> Any:
+    return client.generic(
+        "POST", path, raw, content_type="application/json", HTTP_CONTENT_ENCODING="gzip", **extra
+    )
+
+
+def gzipped(body: Any) -> bytes:
+    return gzip.compress(orjson.dumps(body))
+
+
+def stored_events() -> list[Event]:
+    return list(Event.objects.order_by("id"))
+
+
+def assert_error_contract(body: dict[str, Any], *, with_errors: bool = False) -> None:
+    expected = ERROR_KEYS | {"errors"} if with_errors else ERROR_KEYS
+    assert set(body) == expected, body
+    assert isinstance(body["type"], str)
+    assert isinstance(body["code"], str)
+    assert isinstance(body["detail"], str)
+    assert body["attr"] is None or isinstance(body["attr"], str)
+
+
+def client_for(write_key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=basic_auth(write_key))
+    return client
+
+
+@pytest.fixture
+def other_source(db: None) -> SourceWithKey:
+    return source_create(name="app")
+
+
+@pytest.fixture
+def other_client(other_source: SourceWithKey) -> APIClient:
+    return client_for(other_source.write_key)

@@ -17,9 +17,10 @@ _TRANSIENT = (OperationalError,)
     retry_backoff=True,
     max_retries=5,
 )
-def ensure_event_partitions() -> int:
-    """Create the coming months' event partitions; returns how many were created."""
-    return services.event_partitions_ensure()
+def ensure_event_partitions(months_ahead: int | None = None) -> int:
+    """Create the coming months' event partitions (``CDP_PARTITION_MONTHS_AHEAD`` unless given);
+    returns how many were created."""
+    return services.event_partitions_ensure(months_ahead=months_ahead)
 
 
 @shared_task(

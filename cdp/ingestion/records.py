@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from cdp.ingestion.validation import has_nul
+
 MAX_FIELD_LENGTH = {
     "external_id": 255,
     "email": 320,
@@ -121,7 +123,7 @@ def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
     encoded_attributes = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS)
     if len(encoded_attributes) > MAX_ATTRIBUTES_BYTES:
         raise _Invalid("attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes.")
-    if b"\\u0000" in encoded_attributes:
+    if has_nul(encoded_attributes):
         raise _Invalid("attributes", "null_character", "Text may not contain the NUL character.")
     digest = hashlib.sha256(
         orjson.dumps(

@@ -8,6 +8,7 @@ does it: ``timestamp = receivedAt - (sentAt - originalTimestamp)``.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -148,7 +149,7 @@ def _validate(
     if size > limits.max_event_bytes:
         raise _Invalid(None, "event_too_large", f"Event is larger than {limits.max_event_bytes} bytes.")
     for name, value in encoded.items():
-        if b"\\u0000" in value:
+        if has_nul(value):
             raise _Invalid(name, "null_character", "Text may not contain the NUL character.")
 
     original = _optional_time(raw, "originalTimestamp") or _optional_time(raw, "timestamp")
@@ -177,6 +178,16 @@ def _validate(
         context=encoded["context"].decode(),
         integrations=encoded["integrations"].decode(),
     )
+
+
+# A NUL is written ``\u0000`` by orjson; text that merely shows that escape has its backslash
+# escaped (``\\u0000``) and is fine.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(encoded: bytes) -> bool:
+    """Whether orjson output holds a NUL character (PostgreSQL text and jsonb refuse it)."""
+    return b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) is not None
 
 
 def corrected_timestamp(

@@ -216,6 +216,13 @@ def test_invalid_field_is_rejected(
     assert list(Record.objects.values_list("external_id", flat=True)) == ["crm-1"]
 
 
+def test_attributes_showing_the_nul_escape_are_stored(tracking_client: APIClient) -> None:
+    attributes = {"regex": "^\\u0000$"}
+
+    assert counts(upsert(tracking_client, {**BOB, "attributes": attributes})) == (1, 0, 0)
+    assert record("crm-2").attributes == attributes
+
+
 def test_missing_external_id_is_rejected(tracking_client: APIClient) -> None:
     response = upsert(tracking_client, {"email": "a@b.co"}, ALICE)
 

@@ -978,6 +978,18 @@ def test_nul_characters_are_rejected_not_a_500(
     assert not Event.objects.exists()
 
 
+def test_text_showing_the_nul_escape_is_not_a_nul(tracking_client: APIClient) -> None:
+    """A backslash followed by u0000 (a regex, a code sample) is ordinary text."""
+    properties = {"pattern": "\\u0000", "path": "C:\\\\u0000x", "k\\u0000": 1}
+
+    response = post_json(
+        tracking_client, "/v1/track", {"userId": "u1", "event": "E", "properties": properties}
+    )
+
+    assert response.json() == OK_EMPTY
+    assert stored_events()[0].properties == properties
+
+
 def test_nul_in_one_batch_event_rejects_only_that_event(tracking_client: APIClient) -> None:
     body = {
         "batch": [

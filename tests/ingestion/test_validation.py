@@ -19,6 +19,7 @@ from cdp.ingestion.validation import (
     Limits,
     batch_sent_at,
     corrected_timestamp,
+    has_nul,
     validate_event,
 )
 
@@ -216,6 +217,13 @@ def test_future_time_without_sent_at_is_clamped(ahead: timedelta) -> None:
 
     assert isinstance(row, EventRow)
     assert (row.timestamp, row.clock_skew_clamped) == (RECEIVED, True)
+
+
+@given(text=st.text(alphabet=st.sampled_from('\\u0\x00a"'), max_size=24) | st.text())
+@example(text="\\u0000")
+@example(text="\\\x00")
+def test_has_nul_is_exactly_a_nul_in_the_text(text: str) -> None:
+    assert has_nul(orjson.dumps({text: text})) == ("\x00" in text)
 
 
 @given(value=st.text(max_size=40) | json_values)

@@ -10,6 +10,7 @@ from cdp.jobs.models import JobRun
 class JobRunAdmin(admin.ModelAdmin):
     list_display = ["task_name", "status", "attempts", "started_at", "finished_at"]
     list_filter = ["status", "task_name"]
+    show_facets = admin.ShowFacets.NEVER  # each facet count scans the whole table
     readonly_fields = [f.name for f in JobRun._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -1,7 +1,8 @@
 """Writes of the ingestion app: sources, events, CRM records.
 
 Events and records are written set-based, one statement per request inside one transaction: the
-input travels as arrays (``unnest``), so there is no per-row ORM save and no per-row round trip.
+input travels as one JSON parameter (events, ``jsonb_to_recordset``) or as arrays (records,
+``unnest``), so there is no per-row ORM save and no per-row round trip.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from django.conf import settings
 from django.db import connection, transaction
@@ -134,14 +136,12 @@ def events_ingest(
 
 _INSERT_EVENTS = """
 WITH input AS (
-    SELECT * FROM unnest(
-        %(message_id)s::text[], %(type)s::text[], %(event_name)s::text[], %(user_id)s::text[],
-        %(anonymous_id)s::text[], %(previous_id)s::text[], %(group_id)s::text[],
-        %(timestamp)s::timestamptz[], %(original_timestamp)s::timestamptz[],
-        %(sent_at)s::timestamptz[], %(clamped)s::boolean[], %(properties)s::text[],
-        %(traits)s::text[], %(context)s::text[], %(integrations)s::text[]
-    ) AS t(message_id, type, event_name, user_id, anonymous_id, previous_id, group_id, ts,
-           original_ts, sent_at, clamped, properties, traits, context, integrations)
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
+        message_id text, type text, event_name text, user_id text, anonymous_id text,
+        previous_id text, group_id text, ts timestamptz, original_ts timestamptz,
+        sent_at timestamptz, clamped boolean, properties jsonb, traits jsonb, context jsonb,
+        integrations jsonb
+    )
 ),
 fresh AS (
     -- Sorted, so concurrent requests with overlapping ids lock them in one order.
@@ -158,10 +158,43 @@ INSERT INTO ingestion_event (
 )
 SELECT %(source_id)s, i.message_id, i.type, i.event_name, i.user_id, i.anonymous_id,
        i.previous_id, i.group_id, i.ts, i.original_ts, i.sent_at, %(received_at)s, i.clamped,
-       i.properties::jsonb, i.traits::jsonb, i.context::jsonb, i.integrations::jsonb
+       i.properties, i.traits, i.context, i.integrations
 FROM input i JOIN fresh USING (message_id)
 ORDER BY i.ts
 """
+
+
+def _rows_json(rows: list[EventRow]) -> str:
+    """The rows as one JSON array of objects, for ``jsonb_to_recordset``.
+
+    One orjson call in C replaces fifteen parameter arrays: psycopg dumps text arrays in Python,
+    escaping each element with a regex, which cost more than the rest of the request. The JSON
+    parts were serialised by validation and are embedded as they are (``Fragment``); parsing the
+    whole array as jsonb once is cheaper for PostgreSQL than ``json_to_recordset`` re-parsing each
+    jsonb column's text.
+    """
+    return orjson.dumps(
+        [
+            {
+                "message_id": r.message_id,
+                "type": r.type,
+                "event_name": r.event_name,
+                "user_id": r.user_id,
+                "anonymous_id": r.anonymous_id,
+                "previous_id": r.previous_id,
+                "group_id": r.group_id,
+                "ts": r.timestamp,
+                "original_ts": r.original_timestamp,
+                "sent_at": r.sent_at,
+                "clamped": r.clock_skew_clamped,
+                "properties": orjson.Fragment(r.properties),
+                "traits": orjson.Fragment(r.traits),
+                "context": orjson.Fragment(r.context),
+                "integrations": orjson.Fragment(r.integrations),
+            }
+            for r in rows
+        ]
+    ).decode()
 
 
 def _insert_events(source_id: int, rows: list[EventRow], received_at: datetime) -> int:
@@ -170,21 +203,7 @@ def _insert_events(source_id: int, rows: list[EventRow], received_at: datetime) 
         "source_id": source_id,
         "received_at": received_at,
         "window_start": received_at - settings.CDP_INGEST["DEDUPE_WINDOW"],
-        "message_id": [r.message_id for r in rows],
-        "type": [r.type for r in rows],
-        "event_name": [r.event_name for r in rows],
-        "user_id": [r.user_id for r in rows],
-        "anonymous_id": [r.anonymous_id for r in rows],
-        "previous_id": [r.previous_id for r in rows],
-        "group_id": [r.group_id for r in rows],
-        "timestamp": [r.timestamp for r in rows],
-        "original_timestamp": [r.original_timestamp for r in rows],
-        "sent_at": [r.sent_at for r in rows],
-        "clamped": [r.clock_skew_clamped for r in rows],
-        "properties": [r.properties for r in rows],
-        "traits": [r.traits for r in rows],
-        "context": [r.context for r in rows],
-        "integrations": [r.integrations for r in rows],
+        "rows": _rows_json(rows),
     }
     with transaction.atomic(), _server_side_cursor() as cursor:
         cursor.execute(_INSERT_EVENTS, params, prepare=True)

@@ -1,9 +1,10 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from rest_framework.permissions import AllowAny
 
+from cdp.api.errors import not_found
 from cdp.api.views import healthz, readyz
 
 # The schema and its docs are public: they describe the API, they expose no data.
@@ -19,4 +20,6 @@ urlpatterns = [
     path("v1/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="docs"),
     path("v1/", include("cdp.ingestion.api.urls")),
+    # Unknown API routes answer with the error body even when DEBUG shows HTML pages elsewhere.
+    re_path(r"^v1/", not_found, {"exception": None}, name="v1-not-found"),
 ]

@@ -151,7 +151,7 @@ def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonRespons
     )
 
 
-def not_found(request: HttpRequest, exception: Exception) -> JsonResponse:
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """handler404 for URLs that match no route."""
     return JsonResponse(
         error_body(type=CLIENT_ERROR, code="not_found", detail="Not found."), status=404

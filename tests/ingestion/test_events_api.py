@@ -193,9 +193,10 @@ def test_several_bad_filters_list_every_error(reader: APIClient) -> None:
 def test_bad_cursor_is_an_error_body(reader: APIClient) -> None:
     response = reader.get("/v1/events?cursor=garbage")
 
-    assert response.status_code == 404  # DRF's answer to a cursor it did not issue
+    assert response.status_code == 400
     assert_error_contract(response.json())
-    assert response.json()["code"] == "not_found"
+    assert response.json()["code"] == "invalid_cursor"
+    assert response.json()["attr"] == "cursor"
 
 
 def walk(client: APIClient, url: str) -> tuple[list[int], int]:

@@ -39,6 +39,14 @@ class _SourceView(APIView):
     def max_body_bytes(self) -> int:
         return int(settings.CDP_INGEST["MAX_BATCH_BYTES"])
 
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        # Segment's and RudderStack's SDKs read `message` from an error body (RudderStack's
+        # treats a body without it as a transient failure and retries a rejected batch).
+        if isinstance(response.data, dict) and "detail" in response.data:
+            response.data["message"] = response.data["detail"]
+        return response
+
     def source_id(self, request: Request) -> int:
         principal = request.auth
         assert isinstance(principal, SourcePrincipal)

@@ -16,6 +16,7 @@ class JobRun(models.Model):
     task_name = models.CharField(max_length=200)
     task_id = models.CharField(max_length=64, unique=True)
     args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=JobStatus.choices)
     attempts = models.PositiveIntegerField(default=1)
     started_at = models.DateTimeField()

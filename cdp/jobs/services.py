@@ -11,12 +11,15 @@ from cdp.jobs.models import JobRun, JobStatus
 
 
 @transaction.atomic
-def job_run_start(*, task_name: str, task_id: str, args: list[Any]) -> JobRun:
+def job_run_start(
+    *, task_name: str, task_id: str, args: list[Any], kwargs: dict[str, Any]
+) -> JobRun:
     run, created = JobRun.objects.select_for_update().get_or_create(
         task_id=task_id,
         defaults={
             "task_name": task_name,
             "args": args,
+            "kwargs": kwargs,
             "status": JobStatus.RUNNING,
             "started_at": timezone.now(),
         },

@@ -18,7 +18,7 @@ class RecordedTask(Task):
     abstract = True
 
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        job_run_start(task_name=self.name, task_id=task_id, args=list(args))
+        job_run_start(task_name=self.name, task_id=task_id, args=list(args), kwargs=dict(kwargs))
 
     def on_success(
         self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -9,7 +9,6 @@ production code does and wait, bounded, for their effect and their ``JobRun`` ro
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from typing import TypeVar
 
 import pytest
 from django.conf import settings
@@ -33,6 +31,7 @@ from cdp.ingestion.models import Event, IngestedMessage
 from cdp.ingestion.services import SourceWithKey, events_ingest
 from cdp.ingestion.tasks import ensure_event_partitions, prune_message_ids
 from cdp.jobs.models import JobRun, JobStatus
+from tests.live.processes import process_env
 
 pytestmark = [pytest.mark.live]
 
@@ -75,39 +74,6 @@ class Worker:
         return self.wait_for(finished, f"finished JobRun for task {task_id}")
 
 
-def database_url(settings_dict: dict[str, Any]) -> str:
-    """A ``DATABASE_URL`` for the database Django is connected to (the test database).
-
-    The host is percent-encoded, so the embedded server's Unix socket directory survives the URL.
-    """
-    user = quote(settings_dict.get("USER") or "", safe="")
-    password = settings_dict.get("PASSWORD") or ""
-    credentials = f"{user}:{quote(password, safe='')}" if password else user
-    host = quote(settings_dict.get("HOST") or "", safe="")
-    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
-    name = quote(settings_dict["NAME"], safe="")
-    options = settings_dict.get("OPTIONS") or {}
-    simple = {key: value for key, value in options.items() if isinstance(value, (str, int))}
-    query = f"?{urlencode(simple)}" if simple else ""
-    return f"postgres://{credentials}@{host}{port}/{name}{query}"
-
-
-def _worker_env() -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "cdp.settings",
-        "DATABASE_URL": database_url(connection.settings_dict),
-        "PYTHONUNBUFFERED": "1",
-    }
-    if settings.CELERY_BROKER_URL == "filesystem://":
-        # No broker URL: the worker must read the directory this process writes to.
-        env.pop("CELERY_BROKER_URL", None)
-        env["CDP_BROKER_DIR"] = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]
-    else:
-        env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
-    return env
-
-
 @pytest.fixture(scope="module")
 def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     run = uuid.uuid4().hex[:12]
@@ -120,7 +86,7 @@ def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> I
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=settings.BASE_DIR, env=_worker_env(), stdout=log, stderr=subprocess.STDOUT
+            command, cwd=settings.BASE_DIR, env=process_env(), stdout=log, stderr=subprocess.STDOUT
         )
     started = Worker(process=process, queue=queue, log_path=log_path)
     try:

@@ -211,17 +211,27 @@ def _insert_events(source_id: int, rows: list[EventRow], received_at: datetime) 
             return cursor.rowcount
     # One statement is its own transaction in autocommit mode, committed (and flushed) before
     # execute returns: no BEGIN and COMMIT round trips, which cost a single /v1/track a third.
-    with _server_side_cursor() as cursor:
-        cursor.execute(_INSERT_EVENTS, params, prepare=True)
-        return cursor.rowcount
+    # Nor a health-check ping: a connection the server dropped is replaced and the statement
+    # sent once more, which is safe because the dedupe table makes a repeat count as duplicates.
+    for attempt in (1, 2):
+        try:
+            with _server_side_cursor(health_check=False) as cursor:
+                cursor.execute(_INSERT_EVENTS, params, prepare=True)
+                return cursor.rowcount
+        except psycopg.OperationalError:
+            if attempt == 2 or not connection.connection or not connection.connection.broken:
+                raise
+            connection.close()
+    raise AssertionError("unreachable")
 
 
-def _server_side_cursor() -> psycopg.Cursor[Any]:
+def _server_side_cursor(*, health_check: bool = True) -> psycopg.Cursor[Any]:
     """A psycopg cursor with server-side binding on Django's connection (and transaction):
     arrays travel as parameters instead of being spelled out into the SQL text."""
-    # As Django's own cursors do: with CONN_HEALTH_CHECKS, a persistent connection the server
-    # dropped is replaced at the first query of a request instead of failing it.
-    connection.close_if_health_check_failed()
+    if health_check:
+        # As Django's own cursors do: with CONN_HEALTH_CHECKS, a persistent connection the
+        # server dropped is replaced at the first query of a request instead of failing it.
+        connection.close_if_health_check_failed()
     connection.ensure_connection()
     return psycopg.Cursor(connection.connection)
 

@@ -22,9 +22,10 @@ PRODUCTION_ENV = {
 
 
 def load_settings(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CDP_", "DATABASE_URL"))}
-    clean.pop("SECRET_KEY", None)
-    clean.update(env)
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CDP_")}
+    for name in PRODUCTION_ENV:
+        inherited.pop(name, None)
+    clean = {**inherited, **env}
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); print('loaded')"],
         cwd=ROOT,

@@ -541,6 +541,53 @@ def raw_copy(url: str, rows: list[tuple[Any, ...]], total: int, per_transaction:
     return total / elapsed
 
 
+# --- in-process CPU cost (no HTTP server, no concurrency) ----------------------------------------
+def in_process_cpu_ms(write_key: str, path: str, requests: int) -> float:
+    """Python CPU ms per request through Django's WSGI handler, one request at a time.
+
+    Unlike throughput this hardly moves when other processes compete for the cores, so it is the
+    figure to compare before and after a change to the request path.
+    """
+    import io
+
+    from django.core.wsgi import get_wsgi_application
+
+    app = get_wsgi_application()
+    bodies = batch_templates(9, 16) if path == "/v1/batch" else track_templates(9, 256)
+    auth = "Basic " + b64encode(f"{write_key}:".encode()).decode()
+
+    def call(body: bytes) -> None:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "127.0.0.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": auth,
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        status: list[str] = []
+        b"".join(app(environ, lambda s, h, e=None: status.append(s)))  # type: ignore[arg-type]
+        if not status[0].startswith("200"):
+            raise RuntimeError(f"{path} answered {status[0]}")
+
+    def body(i: int) -> bytes:
+        return bodies[i % len(bodies)].replace(ID_SLOT, os.urandom(4).hex().encode())
+
+    for i in range(20):
+        call(body(i))
+    started = time.process_time()
+    for i in range(requests):
+        call(body(i))
+    return (time.process_time() - started) / requests * 1000
+
+
 # --- gunicorn ---------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -641,6 +688,10 @@ def run() -> list[Result]:
     finally:
         stop_gunicorn(server_process)
 
+    batch_cpu = in_process_cpu_ms(write_key, "/v1/batch", 300)
+    track_cpu = in_process_cpu_ms(write_key, "/v1/track", 3000)
+    connections.close_all()
+
     with psycopg.connect(url, autocommit=True) as conn:
         pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     sample = batch_templates(seed=1, count=4)
@@ -705,6 +756,8 @@ def run() -> list[Result]:
         ),
         Result("track: gunicorn CPU per request", track.cpu["app"], "ms"),
         Result("track: PostgreSQL CPU per request", track.cpu["db"], "ms"),
+        Result("in-process: Python CPU per batch", batch_cpu, "ms", note="no HTTP, no concurrency"),
+        Result("in-process: Python CPU per track", track_cpu, "ms", note="no HTTP, no concurrency"),
         Result("raw COPY, 100 rows/transaction", raw_100, "rows/s"),
         Result("raw COPY, one transaction", raw_one, "rows/s"),
         Result(

@@ -9,7 +9,7 @@ Everything comes from the environment so one file serves every deployment:
 Worker model: ``gthread``. The sync worker closes the connection after every response, and SDKs
 and load balancers reuse connections, so keep-alive needs a threaded (or async) worker. A request
 spends part of its time waiting on PostgreSQL's commit, so two threads per process keep the CPU
-busy; more threads only add GIL contention (measured in BENCHMARKS.md).
+busy; 2 or 4 processes and 1 to 4 threads measured the same within the noise (BENCHMARKS.md).
 """
 
 from __future__ import annotations

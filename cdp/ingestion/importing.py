@@ -69,12 +69,13 @@ class ImportSummary:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    superseded: int = 0
     rejected: int = 0
 
     def __str__(self) -> str:
         return (
-            f"created={self.created} updated={self.updated} "
-            f"unchanged={self.unchanged} rejected={self.rejected}"
+            f"created={self.created} updated={self.updated} unchanged={self.unchanged} "
+            f"superseded={self.superseded} rejected={self.rejected}"
         )
 
 
@@ -134,6 +135,7 @@ def records_import_file(
                 summary.created += result.created
                 summary.updated += result.updated
                 summary.unchanged += result.unchanged
+                summary.superseded += result.superseded
                 rejects = rejects + [
                     Reject(
                         line=batch.lines[error.index],

@@ -242,6 +242,7 @@ class RecordsResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    superseded: int = 0  # an earlier copy of an external_id repeated later in the same request
     rejected: list[RecordError] = field(default_factory=list)
 
 
@@ -256,7 +257,9 @@ def records_upsert(
         if isinstance(outcome, RecordError):
             result.rejected.append(outcome)
         else:
-            rows[outcome.external_id] = outcome  # the last version of a repeated id wins
+            if outcome.external_id in rows:
+                result.superseded += 1  # the last version of a repeated id wins
+            rows[outcome.external_id] = outcome
     if rows:
         inserted, updated = _upsert_records(source_id, list(rows.values()))
         result.created, result.updated = inserted, updated
@@ -309,7 +312,7 @@ def raise_if_all_rejected(result: IngestResult | RecordsResult, *, noun: str) ->
     accepted_any = (
         result.accepted + result.duplicates
         if isinstance(result, IngestResult)
-        else result.created + result.updated + result.unchanged
+        else result.created + result.updated + result.unchanged + result.superseded
     )
     if not result.rejected or accepted_any:
         return

@@ -53,7 +53,7 @@ def test_csv_rows_become_records_and_the_summary_counts_them(
 
     summary, _ = run(path)
 
-    assert summary == "created=3 updated=0 unchanged=0 rejected=0"
+    assert summary == "created=3 updated=0 unchanged=0 superseded=0 rejected=0"
     alice = Record.objects.get(source=crm.source, external_id="c-1")
     assert (alice.email, alice.phone, alice.first_name, alice.last_name) == (
         "alice@example.com", "+44 20 7946 0000", "Alice", "Liddell"
@@ -81,7 +81,7 @@ def test_reimporting_the_same_file_changes_nothing(crm: SourceWithKey, tmp_path:
 
     summary, _ = run(path)
 
-    assert summary == "created=0 updated=0 unchanged=3 rejected=0"
+    assert summary == "created=0 updated=0 unchanged=3 superseded=0 rejected=0"
     assert dict(Record.objects.values_list("external_id", "seq")) == seqs
 
 
@@ -93,7 +93,7 @@ def test_a_changed_row_is_updated_and_the_rest_unchanged(
 
     summary, _ = run(write(tmp_path, "people.csv", HEADER + ALICE + BOB + changed))
 
-    assert summary == "created=0 updated=1 unchanged=2 rejected=0"
+    assert summary == "created=0 updated=1 unchanged=2 superseded=0 rejected=0"
     assert Record.objects.get(external_id="c-3").attributes == {"tier": "gold"}
 
 
@@ -106,7 +106,7 @@ def test_jsonl_lines_are_records(crm: SourceWithKey, tmp_path: Path) -> None:
 
     summary, _ = run(path)
 
-    assert summary == "created=2 updated=0 unchanged=0 rejected=0"
+    assert summary == "created=2 updated=0 unchanged=0 superseded=0 rejected=0"
     assert Record.objects.get(external_id="j-1").city == "Lyon"
     assert Record.objects.get(external_id="j-2").attributes == {"plan": "pro", "score": 7}
 
@@ -118,7 +118,7 @@ def test_format_option_overrides_the_extension(crm: SourceWithKey, tmp_path: Pat
         run(path)
     summary, _ = run(path, "--format", "jsonl")
 
-    assert summary == "created=1 updated=0 unchanged=0 rejected=0"
+    assert summary == "created=1 updated=0 unchanged=0 superseded=0 rejected=0"
 
 
 def test_rejects_are_described_without_their_values(crm: SourceWithKey, tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_rejects_are_described_without_their_values(crm: SourceWithKey, tmp_path
 
     summary, stderr = run(path)
 
-    assert summary == "created=1 updated=0 unchanged=0 rejected=4"
+    assert summary == "created=1 updated=0 unchanged=0 superseded=0 rejected=4"
     reject_path = tmp_path / "people.csv.rejects.jsonl"
     assert str(reject_path) in stderr
     found = rejects(reject_path)
@@ -176,7 +176,7 @@ def test_malformed_jsonl_lines_are_rejects_not_crashes(crm: SourceWithKey, tmp_p
 
     summary, _ = run(path)
 
-    assert summary == "created=2 updated=0 unchanged=0 rejected=3"
+    assert summary == "created=2 updated=0 unchanged=0 superseded=0 rejected=3"
     found = rejects(tmp_path / "people.jsonl.rejects.jsonl")
     assert [(r["line"], r["code"]) for r in found] == [
         (3, "invalid_json"),
@@ -192,8 +192,8 @@ def test_a_byte_order_mark_is_ignored(crm: SourceWithKey, tmp_path: Path) -> Non
     csv_path = write(tmp_path, "excel.csv", bom + HEADER + ALICE)
     jsonl_path = write(tmp_path, "excel.jsonl", bom + '{"external_id": "j-1"}\n')
 
-    assert run(csv_path)[0] == "created=1 updated=0 unchanged=0 rejected=0"
-    assert run(jsonl_path)[0] == "created=1 updated=0 unchanged=0 rejected=0"
+    assert run(csv_path)[0] == "created=1 updated=0 unchanged=0 superseded=0 rejected=0"
+    assert run(jsonl_path)[0] == "created=1 updated=0 unchanged=0 superseded=0 rejected=0"
     assert Record.objects.get(external_id="c-1").attributes == {"tier": "gold"}
 
 
@@ -203,7 +203,7 @@ def test_quoted_cells_may_hold_commas_and_newlines(crm: SourceWithKey, tmp_path:
 
     summary, _ = run(write(tmp_path, "people.csv", rows))
 
-    assert summary == "created=2 updated=0 unchanged=0 rejected=1"
+    assert summary == "created=2 updated=0 unchanged=0 superseded=0 rejected=1"
     assert Record.objects.get(external_id="c-1").street == "1 Main St, Apt 2\nBack door"
     assert rejects(tmp_path / "people.csv.rejects.jsonl")[0]["line"] == 5
 
@@ -226,7 +226,7 @@ def test_rows_go_in_batches_with_line_numbers_kept(
     summary, _ = run(path, "--batch-size", "2")
 
     assert sizes == [2, 2, 2, 1]
-    assert summary == "created=6 updated=0 unchanged=0 rejected=1"
+    assert summary == "created=6 updated=0 unchanged=0 superseded=0 rejected=1"
     assert [
         (r["line"], r["external_id"]) for r in rejects(tmp_path / "people.csv.rejects.jsonl")
     ] == [(7, "c-6")]
@@ -252,7 +252,7 @@ def test_verbosity_zero_prints_only_the_summary(crm: SourceWithKey, tmp_path: Pa
 
     summary, stderr = run(path, "--verbosity", "0")
 
-    assert summary == "created=1 updated=0 unchanged=0 rejected=1"
+    assert summary == "created=1 updated=0 unchanged=0 superseded=0 rejected=1"
     assert stderr == ""
 
 
@@ -262,3 +262,15 @@ def test_a_disabled_source_takes_no_import(crm: SourceWithKey, tmp_path: Path) -
     with pytest.raises(CommandError, match="disabled"):
         run(write(tmp_path, "people.csv", HEADER + ALICE))
     assert not Record.objects.exists()
+
+
+def test_a_repeated_external_id_is_counted_as_superseded(
+    crm: SourceWithKey, tmp_path: Path
+) -> None:
+    path = tmp_path / "repeat.csv"
+    path.write_text("external_id,email\nr1,first@example.com\nr1,second@example.com\n")
+
+    summary = run(path)[0]
+
+    assert summary == "created=1 updated=0 unchanged=0 superseded=1 rejected=0"
+    assert Record.objects.get(external_id="r1").email == "second@example.com"

@@ -44,7 +44,7 @@ def test_create_stores_every_field(tracking_client: APIClient, source: SourceWit
     response = upsert(tracking_client, ALICE, BOB)
 
     assert response.status_code == 200
-    assert response.json() == {"created": 2, "updated": 0, "unchanged": 0, "rejected": []}
+    assert response.json() == {"created": 2, "updated": 0, "unchanged": 0, "superseded": 0, "rejected": []}
     alice = record("crm-1")
     assert alice.source_id == source.source.pk
     assert (alice.email, alice.phone, alice.first_name, alice.last_name) == (
@@ -82,7 +82,7 @@ def test_unchanged_repost_is_a_no_op(tracking_client: APIClient) -> None:
 
     response = upsert(tracking_client, ALICE, BOB)
 
-    assert response.json() == {"created": 0, "updated": 0, "unchanged": 2, "rejected": []}
+    assert response.json() == {"created": 0, "updated": 0, "unchanged": 2, "superseded": 0, "rejected": []}
     after = {r.external_id: (r.seq, r.updated_at, r.content_digest) for r in Record.objects.all()}
     assert after == before
 
@@ -321,6 +321,7 @@ def test_same_external_id_twice_in_one_request_keeps_the_last(tracking_client: A
     assert response.status_code == 200
     body = response.json()
     assert (body["created"], body["updated"], body["rejected"]) == (1, 0, [])
+    assert body["superseded"] == 1  # every record sent is accounted for
     assert Record.objects.filter(external_id="dup").count() == 1
     assert record("dup").email == "last@example.com"
 
@@ -329,6 +330,7 @@ def test_same_external_id_twice_after_trimming(tracking_client: APIClient) -> No
     response = upsert(tracking_client, {"external_id": " dup"}, {"external_id": "dup "})
 
     assert response.status_code == 200
+    assert (response.json()["created"], response.json()["superseded"]) == (1, 1)
     assert list(Record.objects.values_list("external_id", flat=True)) == ["dup"]
 
 

@@ -108,6 +108,9 @@ class RecordsOutputSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     unchanged = serializers.IntegerField()
+    superseded = serializers.IntegerField(
+        help_text="Earlier copies of an external_id repeated later in the same request."
+    )
     rejected = RecordErrorSerializer(many=True)
 
 

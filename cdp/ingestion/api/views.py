@@ -159,6 +159,7 @@ class RecordsView(_SourceView):
                 "created": result.created,
                 "updated": result.updated,
                 "unchanged": result.unchanged,
+                "superseded": result.superseded,
                 "rejected": [error.as_dict() for error in result.rejected],
             }
         )

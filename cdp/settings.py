@@ -190,6 +190,8 @@ STORAGES = {
 }
 # Serve static files straight from the apps in development (no collectstatic step needed).
 WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
 WHITENOISE_AUTOREFRESH = DEBUG
 
 if PRODUCTION:

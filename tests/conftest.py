@@ -71,6 +71,17 @@ def api_client(make_token: Callable[..., str]) -> Callable[..., APIClient]:
 
 def post_json(client: APIClient, path: str, body: Any, **extra: Any) -> Any:
     """POST raw JSON bytes (the way SDKs do), not through DRF's test encoder."""
-    return client.generic(
-        "POST", path, orjson.dumps(body), content_type="application/json", **extra
-    )
+    return post_raw(client, path, orjson.dumps(body), **extra)
+
+
+def post_raw(
+    client: APIClient,
+    path: str,
+    raw: bytes,
+    *,
+    content_type: str = "application/json",
+    **extra: Any,
+) -> Any:
+    """POST a body exactly as given (bytes: gzip, malformed JSON...)."""
+    # Django's test client takes bytes as well as str; the type stub only says str.
+    return client.generic("POST", path, raw, content_type=content_type, **extra)  # type: ignore[arg-type]

@@ -77,9 +77,7 @@ class PayloadTooLarge(ApplicationError):
     default_code = "payload_too_large"
 
 
-def error_body(
-    *, type: str, code: str, detail: str, attr: str | None = None  # noqa: A002
-) -> dict[str, Any]:
+def error_body(*, type: str, code: str, detail: str, attr: str | None = None) -> dict[str, Any]:
     return {"type": type, "code": code, "detail": detail, "attr": attr}
 
 

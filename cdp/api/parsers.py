@@ -28,7 +28,9 @@ def read_body(stream: IO[bytes] | None, meta: Mapping[str, Any], limit: int) -> 
         return b""
     encoding = str(meta.get("HTTP_CONTENT_ENCODING", "identity")).strip().lower()
     if encoding not in {"", "identity", "gzip"}:
-        raise UnsupportedMediaType(encoding, detail=f"Content-Encoding {encoding!r} is not supported.")
+        raise UnsupportedMediaType(
+            encoding, detail=f"Content-Encoding {encoding!r} is not supported."
+        )
     gzipped = encoding == "gzip"
     if not gzipped:
         declared = meta.get("CONTENT_LENGTH")

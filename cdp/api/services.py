@@ -10,7 +10,7 @@ from cdp.api import keys
 from cdp.api.errors import InvalidInput
 from cdp.api.models import ApiToken, Scope
 
-TOKEN_KIND = "cdp"
+TOKEN_KIND = "cdp"  # noqa: S105  (the prefix of generated tokens, not a secret)
 
 
 @dataclass(frozen=True)

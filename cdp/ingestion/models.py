@@ -14,7 +14,6 @@ from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models.functions import Now
 
-
 RECORD_SEQUENCE = "ingestion_record_seq"
 
 
@@ -48,13 +47,14 @@ class Event(models.Model):
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False)
     message_id = models.CharField(max_length=255)
     type = models.CharField(max_length=16, choices=EventType.choices)
-    event_name = models.CharField(
+    # Ids and names are NULL when a message has none: "" would be a (blocked) value, not absence.
+    event_name = models.CharField(  # noqa: DJ001
         max_length=255, null=True, blank=True, help_text="track: event; page/screen: name"
     )
-    user_id = models.CharField(max_length=255, null=True, blank=True)
-    anonymous_id = models.CharField(max_length=255, null=True, blank=True)
-    previous_id = models.CharField(max_length=255, null=True, blank=True)
-    group_id = models.CharField(max_length=255, null=True, blank=True)
+    user_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    anonymous_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    previous_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    group_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     timestamp = models.DateTimeField(help_text="Event time, corrected for client clock skew.")
     original_timestamp = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -105,6 +105,9 @@ class IngestedMessage(models.Model):
         # BRIN: rows arrive in received_at order, and a BRIN index costs next to nothing to keep
         # up on the hot insert path while still letting pruning find the old rows.
         indexes = [BrinIndex(fields=["received_at"], name="ingested_message_received")]
+
+    def __str__(self) -> str:
+        return f"{self.source_id}:{self.message_id}"
 
 
 class Record(models.Model):

@@ -24,8 +24,13 @@ MAX_FIELD_LENGTH = {
     "country": 64,
 }
 TEXT_FIELDS = ("email", "phone", "first_name", "last_name", "street", "city", "postcode", "country")
-ADDRESS_KEYS = {"street": "street", "city": "city", "postcode": "postcode",
-                "postal_code": "postcode", "country": "country"}
+ADDRESS_KEYS = {
+    "street": "street",
+    "city": "city",
+    "postcode": "postcode",
+    "postal_code": "postcode",
+    "country": "country",
+}
 KNOWN_FIELDS = frozenset({"external_id", "birth_date", "attributes", "address", *TEXT_FIELDS})
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 _PHONE = re.compile(r"^[0-9+()\-.\s/x]{3,64}$")
@@ -70,7 +75,9 @@ class _Invalid(Exception):
         self.attr, self.code, self.detail = attr, code, detail
 
 
-def validate_record(raw: Any, *, index: int, extra_as_attributes: bool = False) -> RecordRow | RecordError:
+def validate_record(
+    raw: Any, *, index: int, extra_as_attributes: bool = False
+) -> RecordRow | RecordError:
     """Validate one record. With ``extra_as_attributes`` unknown keys (CSV columns) become
     attributes; otherwise they are an error, so API typos are not silently kept."""
     external_id = raw.get("external_id") if isinstance(raw, dict) else None
@@ -97,7 +104,9 @@ def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
     unknown = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}
     if unknown and not extra_as_attributes:
         name = sorted(unknown)[0]
-        raise _Invalid(name, "unknown_field", f"Unknown field {name!r}; put free fields in attributes.")
+        raise _Invalid(
+            name, "unknown_field", f"Unknown field {name!r}; put free fields in attributes."
+        )
     attributes = {**unknown, **attributes}
 
     values = {name: _text(raw.get(name), name) for name in TEXT_FIELDS}
@@ -122,13 +131,13 @@ def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
 
     encoded_attributes = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS)
     if len(encoded_attributes) > MAX_ATTRIBUTES_BYTES:
-        raise _Invalid("attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes.")
+        raise _Invalid(
+            "attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes."
+        )
     if has_nul(encoded_attributes):
         raise _Invalid("attributes", "null_character", "Text may not contain the NUL character.")
     digest = hashlib.sha256(
-        orjson.dumps(
-            [external_id, *(values[name] for name in TEXT_FIELDS), str(birth_date or "")]
-        )
+        orjson.dumps([external_id, *(values[name] for name in TEXT_FIELDS), str(birth_date or "")])
         + encoded_attributes
     ).hexdigest()
     return RecordRow(
@@ -162,4 +171,6 @@ def _date(value: Any) -> date | None:
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise _Invalid("birth_date", "invalid_date", "birth_date must be a YYYY-MM-DD date.") from None
+        raise _Invalid(
+            "birth_date", "invalid_date", "birth_date must be a YYYY-MM-DD date."
+        ) from None

@@ -18,7 +18,7 @@ def events_list(
     source: str | None = None,
     user_id: str | None = None,
     anonymous_id: str | None = None,
-    type: str | None = None,  # noqa: A002
+    type: str | None = None,
     event_name: str | None = None,
 ) -> QuerySet[Event]:
     events = Event.objects.select_related("source")

@@ -47,7 +47,9 @@ def source_create(*, name: str) -> SourceWithKey:
     if Source.objects.filter(name=name).exists():
         raise Conflict(f"A source named {name!r} exists.", code="source_exists", attr="name")
     secret = keys.new_secret(WRITE_KEY_KIND)
-    source = Source(name=name, write_key_prefix=secret.display_prefix, write_key_digest=secret.digest)
+    source = Source(
+        name=name, write_key_prefix=secret.display_prefix, write_key_digest=secret.digest
+    )
     source.full_clean()
     source.save()
     return SourceWithKey(source=source, write_key=secret.plaintext)
@@ -247,13 +249,19 @@ class RecordsResult:
 
 
 def records_upsert(
-    *, source_id: int, records: Sequence[Any], extra_as_attributes: bool = False, first_index: int = 0
+    *,
+    source_id: int,
+    records: Sequence[Any],
+    extra_as_attributes: bool = False,
+    first_index: int = 0,
 ) -> RecordsResult:
     """Upsert records by (source, external_id); identical content changes nothing."""
     result = RecordsResult()
     rows: dict[str, RecordRow] = {}
     for offset, raw in enumerate(records):
-        outcome = validate_record(raw, index=first_index + offset, extra_as_attributes=extra_as_attributes)
+        outcome = validate_record(
+            raw, index=first_index + offset, extra_as_attributes=extra_as_attributes
+        )
         if isinstance(outcome, RecordError):
             result.rejected.append(outcome)
         else:
@@ -295,8 +303,18 @@ RETURNING (xmax = 0) AS inserted
 
 def _upsert_records(source_id: int, rows: list[RecordRow]) -> tuple[int, int]:
     columns = (
-        "external_id", "email", "phone", "first_name", "last_name", "street", "city",
-        "postcode", "country", "birth_date", "attributes", "content_digest",
+        "external_id",
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "street",
+        "city",
+        "postcode",
+        "country",
+        "birth_date",
+        "attributes",
+        "content_digest",
     )
     params: dict[str, Any] = {name: [getattr(r, name) for r in rows] for name in columns}
     params["source_id"] = source_id
@@ -322,17 +340,19 @@ def raise_if_all_rejected(result: IngestResult | RecordsResult, *, noun: str) ->
             "Every event in the request is too large.", code="event_too_large", errors=errors
         )
     raise InvalidInput(
-            f"Every {noun} in the request is invalid.",
-            code=f"invalid_{noun}s",
-            attr=None,
-            errors=errors,
-        )
+        f"Every {noun} in the request is invalid.",
+        code=f"invalid_{noun}s",
+        attr=None,
+        errors=errors,
+    )
 
 
 # --- maintenance ------------------------------------------------------------------------------
 def event_partitions_ensure(*, months_ahead: int | None = None) -> int:
     """Create monthly event partitions up to ``months_ahead`` months from now (idempotent)."""
-    ahead = months_ahead if months_ahead is not None else settings.CDP_INGEST["PARTITION_MONTHS_AHEAD"]
+    ahead = (
+        months_ahead if months_ahead is not None else settings.CDP_INGEST["PARTITION_MONTHS_AHEAD"]
+    )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT cdp_ensure_event_partitions(%s)", [ahead])
         return int(cursor.fetchone()[0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -117,7 +117,9 @@ def _validate(
         raise _Invalid(None, "not_an_object", "Each event must be a JSON object.")
     kind = call_type or raw.get("type")
     if not isinstance(kind, str) or kind not in CALL_TYPES:  # a list or dict is unhashable
-        raise _Invalid("type", "invalid_type", f"type must be one of {', '.join(sorted(CALL_TYPES))}.")
+        raise _Invalid(
+            "type", "invalid_type", f"type must be one of {', '.join(sorted(CALL_TYPES))}."
+        )
 
     user_id = _optional_id(raw, "userId")
     anonymous_id = _optional_id(raw, "anonymousId")
@@ -147,7 +149,9 @@ def _validate(
     encoded = {name: orjson.dumps(value) for name, value in parts.items()}
     size = sum(len(value) for value in encoded.values())
     if size > limits.max_event_bytes:
-        raise _Invalid(None, "event_too_large", f"Event is larger than {limits.max_event_bytes} bytes.")
+        raise _Invalid(
+            None, "event_too_large", f"Event is larger than {limits.max_event_bytes} bytes."
+        )
     for name, value in encoded.items():
         if has_nul(value):
             raise _Invalid(name, "null_character", "Text may not contain the NUL character.")
@@ -216,12 +220,12 @@ def parse_time(value: Any, attr: str) -> datetime | None:
     except ValueError:
         raise _Invalid(attr, "invalid_timestamp", f"{attr} is not an ISO-8601 date-time.") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     try:
         # In UTC, so every serialiser writes the same instant (orjson drops offset seconds), and
         # 0001-01-01T00:00+05:00 (year 0 in UTC: PostgreSQL stores it, Python cannot read it
         # back) is refused here.
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     except OverflowError:
         raise _Invalid(attr, "invalid_timestamp", f"{attr} is out of range.") from None
 

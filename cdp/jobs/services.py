@@ -32,9 +32,7 @@ def job_run_start(
 
 
 @transaction.atomic
-def job_run_finish(
-    *, task_id: str, status: JobStatus, result: Any = None, error: str = ""
-) -> None:
+def job_run_finish(*, task_id: str, status: JobStatus, result: Any = None, error: str = "") -> None:
     JobRun.objects.filter(task_id=task_id).update(
         status=status, result=result, error=error[:2000], finished_at=timezone.now()
     )

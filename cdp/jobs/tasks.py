@@ -26,13 +26,21 @@ class RecordedTask(Task):
         job_run_finish(task_id=task_id, status=JobStatus.SUCCEEDED, result=_jsonable(retval))
 
     def on_retry(
-        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         einfo: Any,
     ) -> None:
         job_run_finish(task_id=task_id, status=JobStatus.RETRYING, error=_describe(exc))
 
     def on_failure(
-        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         einfo: Any,
     ) -> None:
         job_run_finish(task_id=task_id, status=JobStatus.FAILED, error=_describe(exc))

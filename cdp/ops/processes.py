@@ -28,8 +28,10 @@ def web_process(*, base_dir: Path, host: str, port: int, workers: int | None) ->
     argv = [
         str(Path(sys.executable).with_name("gunicorn")),
         "cdp.wsgi:application",
-        "--config", str(base_dir / "deploy" / "gunicorn.conf.py"),
-        "--bind", f"{host}:{port}",
+        "--config",
+        str(base_dir / "deploy" / "gunicorn.conf.py"),
+        "--bind",
+        f"{host}:{port}",
     ]
     if workers:
         argv += ["--workers", str(workers)]
@@ -39,9 +41,13 @@ def web_process(*, base_dir: Path, host: str, port: int, workers: int | None) ->
 def worker_process(*, beat: bool, concurrency: int) -> Process:
     argv = [
         str(Path(sys.executable).with_name("celery")),
-        "--app", "cdp", "worker",
-        "--loglevel", "INFO",
-        "--concurrency", str(concurrency),
+        "--app",
+        "cdp",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
     ]
     if beat:
         argv.append("--beat")
@@ -67,7 +73,10 @@ def run_together(processes: Sequence[Process], *, cwd: Path) -> int:
             for proc, popen in running:
                 code = popen.poll()
                 if code is not None:
-                    print(f"{proc.name} exited with status {code}; stopping the rest.", file=sys.stderr)
+                    print(
+                        f"{proc.name} exited with status {code}; stopping the rest.",
+                        file=sys.stderr,
+                    )
                     status = code or 1
                     stopping = True
                     break

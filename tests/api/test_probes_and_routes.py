@@ -12,7 +12,10 @@ def test_probes_refuse_other_methods_with_the_error_body(client: Any, db: None, 
     assert response.status_code == 405
     assert response["Allow"] == "GET, HEAD"
     assert response.json() == {
-        "type": "client_error", "code": "method_not_allowed", "detail": "Use GET.", "attr": None
+        "type": "client_error",
+        "code": "method_not_allowed",
+        "detail": "Use GET.",
+        "attr": None,
     }
 
 

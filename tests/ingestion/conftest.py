@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from cdp.ingestion.models import Event
 from cdp.ingestion.services import SourceWithKey, source_create
-from tests.conftest import basic_auth
+from tests.conftest import basic_auth, post_raw
 
 ERROR_KEYS = {"type", "code", "detail", "attr"}
 
@@ -24,9 +24,7 @@ def ingest_settings(**overrides: Any) -> override_settings:
 
 
 def post_gzip(client: APIClient, path: str, raw: bytes, **extra: Any) -> Any:
-    return client.generic(
-        "POST", path, raw, content_type="application/json", HTTP_CONTENT_ENCODING="gzip", **extra
-    )
+    return post_raw(client, path, raw, HTTP_CONTENT_ENCODING="gzip", **extra)
 
 
 def gzipped(body: Any) -> bytes:

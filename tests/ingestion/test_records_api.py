@@ -44,7 +44,13 @@ def test_create_stores_every_field(tracking_client: APIClient, source: SourceWit
     response = upsert(tracking_client, ALICE, BOB)
 
     assert response.status_code == 200
-    assert response.json() == {"created": 2, "updated": 0, "unchanged": 0, "superseded": 0, "rejected": []}
+    assert response.json() == {
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "superseded": 0,
+        "rejected": [],
+    }
     alice = record("crm-1")
     assert alice.source_id == source.source.pk
     assert (alice.email, alice.phone, alice.first_name, alice.last_name) == (
@@ -82,7 +88,13 @@ def test_unchanged_repost_is_a_no_op(tracking_client: APIClient) -> None:
 
     response = upsert(tracking_client, ALICE, BOB)
 
-    assert response.json() == {"created": 0, "updated": 0, "unchanged": 2, "superseded": 0, "rejected": []}
+    assert response.json() == {
+        "created": 0,
+        "updated": 0,
+        "unchanged": 2,
+        "superseded": 0,
+        "rejected": [],
+    }
     after = {r.external_id: (r.seq, r.updated_at, r.content_digest) for r in Record.objects.all()}
     assert after == before
 

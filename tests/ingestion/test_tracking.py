@@ -20,7 +20,7 @@ from cdp.ingestion.services import (
     source_disable,
     source_rotate_write_key,
 )
-from tests.conftest import basic_auth, post_json
+from tests.conftest import basic_auth, post_json, post_raw
 from tests.ingestion.conftest import (
     assert_error_contract,
     client_for,
@@ -535,9 +535,7 @@ def test_gzip_limit_applies_to_the_inflated_size(tracking_client: APIClient) -> 
 
 
 def test_unsupported_content_encoding_is_415(tracking_client: APIClient) -> None:
-    response = tracking_client.generic(
-        "POST", "/v1/track", b"{}", content_type="application/json", HTTP_CONTENT_ENCODING="br"
-    )
+    response = post_raw(tracking_client, "/v1/track", b"{}", HTTP_CONTENT_ENCODING="br")
 
     assert response.status_code == 415
     assert_error_contract(response.json())
@@ -913,8 +911,8 @@ def test_wrong_write_key_in_the_body_is_401(source: SourceWithKey) -> None:
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
 )
 def test_non_json_content_type_is_415(tracking_client: APIClient, content_type: str) -> None:
-    response = tracking_client.generic(
-        "POST", "/v1/track", b'{"userId": "u1", "event": "E"}', content_type=content_type
+    response = post_raw(
+        tracking_client, "/v1/track", b'{"userId": "u1", "event": "E"}', content_type=content_type
     )
 
     assert response.status_code == 415
@@ -924,8 +922,8 @@ def test_non_json_content_type_is_415(tracking_client: APIClient, content_type: 
 
 
 def test_json_with_charset_is_accepted(tracking_client: APIClient) -> None:
-    response = tracking_client.generic(
-        "POST",
+    response = post_raw(
+        tracking_client,
         "/v1/track",
         b'{"userId": "u1", "event": "E"}',
         content_type="application/json; charset=utf-8",
@@ -939,7 +937,7 @@ def test_json_with_charset_is_accepted(tracking_client: APIClient) -> None:
     [b'{"userId": "u1", "event": ', b"{'userId': 'u1'}", b'{"a": NaN}', b'"\\ud800"', b"\xff\xfe"],
 )
 def test_malformed_json_is_400(tracking_client: APIClient, raw: bytes) -> None:
-    response = tracking_client.generic("POST", "/v1/track", raw, content_type="application/json")
+    response = post_raw(tracking_client, "/v1/track", raw)
 
     assert response.status_code == 400
     body = response.json()
@@ -949,7 +947,7 @@ def test_malformed_json_is_400(tracking_client: APIClient, raw: bytes) -> None:
 
 
 def test_malformed_json_without_basic_auth_is_still_an_error_not_a_500(db: None) -> None:
-    response = APIClient().generic("POST", "/v1/track", b"{oops", content_type="application/json")
+    response = post_raw(APIClient(), "/v1/track", b"{oops")
 
     assert response.status_code == 400
     assert_error_contract(response.json())

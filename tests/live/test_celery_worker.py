@@ -80,9 +80,22 @@ def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> I
     queue = f"cdp-live-{run}"  # no dots: the filesystem transport splits file names on them
     log_path = tmp_path_factory.mktemp("celery") / "worker.log"
     command = [
-        sys.executable, "-m", "celery", "-A", "cdp", "worker",
-        "--pool=solo", "--concurrency=1", "-Q", queue, "-n", f"live-{run}@%h",
-        "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "cdp",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "-Q",
+        queue,
+        "-n",
+        f"live-{run}@%h",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -114,8 +127,8 @@ def _delete_queue(queue: str) -> None:
     with celery_app.connection_for_write() as conn:
         channel = conn.default_channel
         Queue(queue, Exchange(queue), routing_key=queue)(channel).declare()
-        channel.queue_delete(queue)
-        channel.exchange_delete(queue)
+        channel.queue_delete(queue)  # type: ignore[attr-defined]  # kombu's virtual Channel
+        channel.exchange_delete(queue)  # type: ignore[attr-defined]
 
 
 def _partition_names(months_ahead: int) -> list[str]:
@@ -168,12 +181,15 @@ def test_ensure_event_partitions_creates_the_months_asked_for(
     missing = [name for name in wanted if name not in attached]
     partitions_made_here.extend(missing)
 
-    sent = ensure_event_partitions.apply_async(args=[months_ahead], queue=worker.queue)
+    sent = ensure_event_partitions.apply_async(args=(months_ahead,), queue=worker.queue)
     run = worker.finished_run(sent.id)
 
     assert run.status == JobStatus.SUCCEEDED, f"{run.error}\n{worker.log()}"
     assert (run.task_name, run.args, run.result, run.attempts) == (
-        "cdp.ingestion.tasks.ensure_event_partitions", [months_ahead], len(missing), 1,
+        "cdp.ingestion.tasks.ensure_event_partitions",
+        [months_ahead],
+        len(missing),
+        1,
     )
     assert run.finished_at is not None and run.finished_at >= run.started_at
     assert set(wanted) <= _attached_partitions()
@@ -225,7 +241,7 @@ def partition_function_missing(transactional_db: None) -> Iterator[None]:
 def test_a_failing_task_is_recorded_as_failed_with_its_error(
     worker: Worker, partition_function_missing: None
 ) -> None:
-    sent = ensure_event_partitions.apply_async(args=[1], queue=worker.queue)
+    sent = ensure_event_partitions.apply_async(args=(1,), queue=worker.queue)
     run = worker.finished_run(sent.id)
 
     assert run.status == JobStatus.FAILED, worker.log()

@@ -67,12 +67,20 @@ class SDK:
 
 
 SEGMENT = Flavour(
-    "segment", segment.analytics, segment.analytics.request, gzips=False,
-    library_name="analytics-python", identify_traits_in_context=False,
+    "segment",
+    segment.analytics,
+    segment.analytics.request,
+    gzips=False,
+    library_name="analytics-python",
+    identify_traits_in_context=False,
 )
 RUDDER = Flavour(
-    "rudderstack", rudderstack.analytics, rudderstack.analytics.request, gzips=True,
-    library_name="analytics-python", identify_traits_in_context=True,
+    "rudderstack",
+    rudderstack.analytics,
+    rudderstack.analytics.request,
+    gzips=True,
+    library_name="analytics-python",
+    identify_traits_in_context=True,
 )
 
 
@@ -84,9 +92,8 @@ def _json_or_text(response: requests.Response) -> Any:
 
 
 def _decoded_body(request: requests.PreparedRequest) -> dict[str, Any]:
-    raw = request.body or b""
-    if isinstance(raw, str):
-        raw = raw.encode()
+    body_sent = request.body or b""
+    raw = body_sent.encode() if isinstance(body_sent, str) else bytes(body_sent)  # type: ignore[arg-type]
     if request.headers.get("Content-Encoding") == "gzip":
         raw = gzip.decompress(raw)
     body: dict[str, Any] = json.loads(raw)
@@ -111,7 +118,8 @@ def _make_sdk(flavour: Flavour, host: str, write_key: str) -> Iterator[SDK]:
             Sent(
                 path=urlsplit(response.request.url or "").path,
                 status=response.status_code,
-                content_encoding=response.request.headers.get("Content-Encoding"),
+                content_encoding=str(response.request.headers.get("Content-Encoding") or "")
+                or None,
                 body=_decoded_body(response.request),
                 response=_json_or_text(response),
             )
@@ -189,24 +197,39 @@ def test_every_call_type_arrives_with_its_fields(
 
     before = datetime.now(UTC)
     sdk.client.identify(
-        user_id, {"email": "ada@example.com", "plan": "pro"},
-        timestamp=happened, anonymous_id=anonymous_id, message_id=ids["identify"],
+        user_id,
+        {"email": "ada@example.com", "plan": "pro"},
+        timestamp=happened,
+        anonymous_id=anonymous_id,
+        message_id=ids["identify"],
     )
     sdk.client.track(
-        user_id, "Order Completed", {"revenue": 42.5, "currency": "EUR", "items": [{"sku": "A1"}]},
-        timestamp=happened, message_id=ids["track"],
+        user_id,
+        "Order Completed",
+        {"revenue": 42.5, "currency": "EUR", "items": [{"sku": "A1"}]},
+        timestamp=happened,
+        message_id=ids["track"],
     )
     sdk.client.page(
-        user_id, name="Pricing", properties={"path": "/pricing"},
-        timestamp=happened, message_id=ids["page"],
+        user_id,
+        name="Pricing",
+        properties={"path": "/pricing"},
+        timestamp=happened,
+        message_id=ids["page"],
     )
     sdk.client.screen(
-        anonymous_id=anonymous_id, name="Home", properties={"tab": "feed"},
-        timestamp=happened, message_id=ids["screen"],
+        anonymous_id=anonymous_id,
+        name="Home",
+        properties={"tab": "feed"},
+        timestamp=happened,
+        message_id=ids["screen"],
     )
     sdk.client.group(
-        user_id, "acme", {"name": "Acme", "employees": 12},
-        timestamp=happened, message_id=ids["group"],
+        user_id,
+        "acme",
+        {"name": "Acme", "employees": 12},
+        timestamp=happened,
+        message_id=ids["group"],
     )
     sdk.client.alias(anonymous_id, user_id, timestamp=happened, message_id=ids["alias"])
     sdk.flush()
@@ -244,7 +267,9 @@ def test_every_call_type_arrives_with_its_fields(
 
     identify = stored[ids["identify"]]
     assert (identify["type"], identify["userId"], identify["anonymousId"]) == (
-        "identify", user_id, anonymous_id,
+        "identify",
+        user_id,
+        anonymous_id,
     )
     traits = {"email": "ada@example.com", "plan": "pro"}
     if flavour.identify_traits_in_context:
@@ -262,7 +287,10 @@ def test_every_call_type_arrives_with_its_fields(
 
     screen = stored[ids["screen"]]
     assert (screen["type"], screen["userId"], screen["anonymousId"], screen["event"]) == (
-        "screen", None, anonymous_id, "Home",
+        "screen",
+        None,
+        anonymous_id,
+        "Home",
     )
     assert screen["properties"] == {"tab": "feed"}
 

@@ -35,8 +35,13 @@ class Served:
     port: int
     log_path: Path
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request(method, path, body=body, headers=headers or {})
@@ -60,7 +65,10 @@ def served(tmp_path: Path) -> Iterator[Served]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(port), "--no-beat"],
-            cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = Served(process=process, port=port, log_path=log_path)
     try:
@@ -91,7 +99,9 @@ def test_serve_ingests_and_stops_cleanly_with_its_children(served: Served) -> No
     write_key = source_create(name="serve-test").write_key
     body = orjson.dumps({"userId": "u-serve", "event": "Served", "messageId": "serve-1"})
     status, payload = served.request(
-        "POST", "/v1/track", body,
+        "POST",
+        "/v1/track",
+        body,
         {"Content-Type": "application/json", "Authorization": basic_auth(write_key)},
     )
     assert status == 200, payload
@@ -115,5 +125,6 @@ def test_serve_stops_when_a_child_dies(served: Served) -> None:
     worker.kill()
     assert served.process.wait(timeout=STOP_SECONDS) != 0
     assert "stopping the rest" in served.log_path.read_text()
-    assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE
-                   for child in children)
+    assert not any(
+        child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children
+    )

@@ -43,8 +43,15 @@ def test_production_settings_load_with_every_secret() -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", ["SECRET_KEY", "CDP_MASTER_KEY", "CDP_BLIND_INDEX_KEY", "DATABASE_URL",
-                "CELERY_BROKER_URL", "ALLOWED_HOSTS"]
+    "missing",
+    [
+        "SECRET_KEY",
+        "CDP_MASTER_KEY",
+        "CDP_BLIND_INDEX_KEY",
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "ALLOWED_HOSTS",
+    ],
 )
 def test_production_refuses_to_start_without(missing: str) -> None:
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}

@@ -5,27 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('display_prefix', models.CharField(help_text='First characters, to recognise it.', max_length=20)),
-                ('digest', models.CharField(max_length=64, unique=True)),
-                ('scopes', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(choices=[('profiles:read', 'Profiles Read'), ('profiles:write', 'Profiles Write'), ('pii:read', 'Pii Read'), ('segments:read', 'Segments Read'), ('segments:write', 'Segments Write'), ('privacy:write', 'Privacy Write'), ('events:read', 'Events Read')], max_length=40), size=None)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "display_prefix",
+                    models.CharField(help_text="First characters, to recognise it.", max_length=20),
+                ),
+                ("digest", models.CharField(max_length=64, unique=True)),
+                (
+                    "scopes",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(
+                            choices=[
+                                ("profiles:read", "Profiles Read"),
+                                ("profiles:write", "Profiles Write"),
+                                ("pii:read", "Pii Read"),
+                                ("segments:read", "Segments Read"),
+                                ("segments:write", "Segments Write"),
+                                ("privacy:write", "Privacy Write"),
+                                ("events:read", "Events Read"),
+                            ],
+                            max_length=40,
+                        ),
+                        size=None,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
     ]

@@ -138,7 +138,22 @@ class EventOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Event
         fields = [
-            "id", "source", "messageId", "type", "event", "userId", "anonymousId", "previousId",
-            "groupId", "timestamp", "originalTimestamp", "sentAt", "receivedAt",
-            "clockSkewClamped", "properties", "traits", "context", "integrations",
+            "id",
+            "source",
+            "messageId",
+            "type",
+            "event",
+            "userId",
+            "anonymousId",
+            "previousId",
+            "groupId",
+            "timestamp",
+            "originalTimestamp",
+            "sentAt",
+            "receivedAt",
+            "clockSkewClamped",
+            "properties",
+            "traits",
+            "context",
+            "integrations",
         ]

@@ -101,7 +101,9 @@ def _single_call_view(
         return _SingleCallView.post(self, request)
 
     name = f"{call_type.capitalize()}View"
-    return type(name, (_SingleCallView,), {"call_type": call_type, "post": post, "__qualname__": name})
+    return type(
+        name, (_SingleCallView,), {"call_type": call_type, "post": post, "__qualname__": name}
+    )
 
 
 TrackView = _single_call_view(EventType.TRACK, s.TrackInputSerializer)

@@ -82,25 +82,28 @@ DROP TABLE ingestion_event;
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Source',
+            name="Source",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('write_key_prefix', models.CharField(max_length=20)),
-                ('write_key_digest', models.CharField(max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('disabled_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                ("write_key_prefix", models.CharField(max_length=20)),
+                ("write_key_digest", models.CharField(max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("disabled_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.RunSQL(
@@ -108,41 +111,94 @@ class Migration(migrations.Migration):
             reverse_sql="DROP SEQUENCE ingestion_record_seq",
         ),
         migrations.CreateModel(
-            name='Record',
+            name="Record",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=255)),
-                ('email', models.CharField(blank=True, default='', max_length=320)),
-                ('phone', models.CharField(blank=True, default='', max_length=64)),
-                ('first_name', models.CharField(blank=True, default='', max_length=200)),
-                ('last_name', models.CharField(blank=True, default='', max_length=200)),
-                ('street', models.CharField(blank=True, default='', max_length=300)),
-                ('city', models.CharField(blank=True, default='', max_length=200)),
-                ('postcode', models.CharField(blank=True, default='', max_length=32)),
-                ('country', models.CharField(blank=True, default='', max_length=64)),
-                ('birth_date', models.DateField(blank=True, null=True)),
-                ('attributes', models.JSONField(blank=True, default=dict)),
-                ('content_digest', models.CharField(max_length=64)),
-                ('seq', models.BigIntegerField(db_default=models.Func(models.Value('ingestion_record_seq'), function='nextval'), unique=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('source', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='records', to='ingestion.source')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("external_id", models.CharField(max_length=255)),
+                ("email", models.CharField(blank=True, default="", max_length=320)),
+                ("phone", models.CharField(blank=True, default="", max_length=64)),
+                ("first_name", models.CharField(blank=True, default="", max_length=200)),
+                ("last_name", models.CharField(blank=True, default="", max_length=200)),
+                ("street", models.CharField(blank=True, default="", max_length=300)),
+                ("city", models.CharField(blank=True, default="", max_length=200)),
+                ("postcode", models.CharField(blank=True, default="", max_length=32)),
+                ("country", models.CharField(blank=True, default="", max_length=64)),
+                ("birth_date", models.DateField(blank=True, null=True)),
+                ("attributes", models.JSONField(blank=True, default=dict)),
+                ("content_digest", models.CharField(max_length=64)),
+                (
+                    "seq",
+                    models.BigIntegerField(
+                        db_default=models.Func(
+                            models.Value("ingestion_record_seq"), function="nextval"
+                        ),
+                        unique=True,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
+                ),
+                (
+                    "updated_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="records",
+                        to="ingestion.source",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['seq'],
-                'constraints': [models.UniqueConstraint(fields=('source', 'external_id'), name='record_source_external')],
+                "ordering": ["seq"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("source", "external_id"), name="record_source_external"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='IngestedMessage',
+            name="IngestedMessage",
             fields=[
-                ('pk', models.CompositePrimaryKey('source_id', 'message_id', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('message_id', models.CharField(max_length=255)),
-                ('received_at', models.DateTimeField()),
-                ('source', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='ingestion.source')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "source_id",
+                        "message_id",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("message_id", models.CharField(max_length=255)),
+                ("received_at", models.DateTimeField()),
+                (
+                    "source",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="ingestion.source",
+                    ),
+                ),
             ],
             options={
-                'indexes': [django.contrib.postgres.indexes.BrinIndex(fields=['received_at'], name='ingested_message_received')],
+                "indexes": [
+                    django.contrib.postgres.indexes.BrinIndex(
+                        fields=["received_at"], name="ingested_message_received"
+                    )
+                ],
             },
         ),
         migrations.SeparateDatabaseAndState(
@@ -151,31 +207,92 @@ class Migration(migrations.Migration):
             ],
             state_operations=[
                 migrations.CreateModel(
-                    name='Event',
+                    name="Event",
                     fields=[
-                        ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                        ('message_id', models.CharField(max_length=255)),
-                        ('type', models.CharField(choices=[('track', 'Track'), ('identify', 'Identify'), ('alias', 'Alias'), ('page', 'Page'), ('screen', 'Screen'), ('group', 'Group')], max_length=16)),
-                        ('event_name', models.CharField(blank=True, help_text='track: event; page/screen: name', max_length=255, null=True)),
-                        ('user_id', models.CharField(blank=True, max_length=255, null=True)),
-                        ('anonymous_id', models.CharField(blank=True, max_length=255, null=True)),
-                        ('previous_id', models.CharField(blank=True, max_length=255, null=True)),
-                        ('group_id', models.CharField(blank=True, max_length=255, null=True)),
-                        ('timestamp', models.DateTimeField(help_text='Event time, corrected for client clock skew.')),
-                        ('original_timestamp', models.DateTimeField(blank=True, null=True)),
-                        ('sent_at', models.DateTimeField(blank=True, null=True)),
-                        ('received_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                        ('clock_skew_clamped', models.BooleanField(default=False, help_text='The corrected time was in the future and was set to received_at.')),
-                        ('properties', models.JSONField(default=dict)),
-                        ('traits', models.JSONField(default=dict)),
-                        ('context', models.JSONField(default=dict)),
-                        ('integrations', models.JSONField(default=dict)),
-                        ('profile_id', models.BigIntegerField(blank=True, null=True)),
-                        ('source', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='ingestion.source')),
+                        ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                        ("message_id", models.CharField(max_length=255)),
+                        (
+                            "type",
+                            models.CharField(
+                                choices=[
+                                    ("track", "Track"),
+                                    ("identify", "Identify"),
+                                    ("alias", "Alias"),
+                                    ("page", "Page"),
+                                    ("screen", "Screen"),
+                                    ("group", "Group"),
+                                ],
+                                max_length=16,
+                            ),
+                        ),
+                        (
+                            "event_name",
+                            models.CharField(
+                                blank=True,
+                                help_text="track: event; page/screen: name",
+                                max_length=255,
+                                null=True,
+                            ),
+                        ),
+                        ("user_id", models.CharField(blank=True, max_length=255, null=True)),
+                        ("anonymous_id", models.CharField(blank=True, max_length=255, null=True)),
+                        ("previous_id", models.CharField(blank=True, max_length=255, null=True)),
+                        ("group_id", models.CharField(blank=True, max_length=255, null=True)),
+                        (
+                            "timestamp",
+                            models.DateTimeField(
+                                help_text="Event time, corrected for client clock skew."
+                            ),
+                        ),
+                        ("original_timestamp", models.DateTimeField(blank=True, null=True)),
+                        ("sent_at", models.DateTimeField(blank=True, null=True)),
+                        (
+                            "received_at",
+                            models.DateTimeField(
+                                db_default=django.db.models.functions.datetime.Now()
+                            ),
+                        ),
+                        (
+                            "clock_skew_clamped",
+                            models.BooleanField(
+                                default=False,
+                                help_text="The corrected time was in the future and was set to received_at.",
+                            ),
+                        ),
+                        ("properties", models.JSONField(default=dict)),
+                        ("traits", models.JSONField(default=dict)),
+                        ("context", models.JSONField(default=dict)),
+                        ("integrations", models.JSONField(default=dict)),
+                        ("profile_id", models.BigIntegerField(blank=True, null=True)),
+                        (
+                            "source",
+                            models.ForeignKey(
+                                db_index=False,
+                                on_delete=django.db.models.deletion.PROTECT,
+                                related_name="+",
+                                to="ingestion.source",
+                            ),
+                        ),
                     ],
                     options={
-                        'ordering': ['-id'],
-                        'indexes': [models.Index(condition=models.Q(('profile_id__isnull', False)), fields=['profile_id', 'event_name', 'timestamp'], name='event_profile_name_ts'), models.Index(condition=models.Q(('user_id__isnull', False)), fields=['user_id'], name='event_user_id'), models.Index(condition=models.Q(('anonymous_id__isnull', False)), fields=['anonymous_id'], name='event_anonymous_id')],
+                        "ordering": ["-id"],
+                        "indexes": [
+                            models.Index(
+                                condition=models.Q(("profile_id__isnull", False)),
+                                fields=["profile_id", "event_name", "timestamp"],
+                                name="event_profile_name_ts",
+                            ),
+                            models.Index(
+                                condition=models.Q(("user_id__isnull", False)),
+                                fields=["user_id"],
+                                name="event_user_id",
+                            ),
+                            models.Index(
+                                condition=models.Q(("anonymous_id__isnull", False)),
+                                fields=["anonymous_id"],
+                                name="event_anonymous_id",
+                            ),
+                        ],
                     },
                 ),
             ],

@@ -32,6 +32,8 @@ class Command(BaseCommand):
             raise CommandError(exc.detail) from exc
         except Exception as exc:  # full_clean() on a bad slug
             if exc.__class__.__name__ == "ValidationError":
-                raise CommandError(f"Invalid source name {name!r}: use letters, digits, - and _.") from exc
+                raise CommandError(
+                    f"Invalid source name {name!r}: use letters, digits, - and _."
+                ) from exc
             raise
         self.stdout.write(issued.write_key)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import psycopg
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -44,14 +45,24 @@ class SourceWithKey:
 @transaction.atomic
 def source_create(*, name: str) -> SourceWithKey:
     """Create a source and return its write key (shown once; only a digest is stored)."""
+    name_field = Source._meta.get_field("name")
+    try:
+        if not name:
+            raise ValidationError("blank")
+        name_field.run_validators(name)
+    except ValidationError:
+        raise InvalidInput(
+            f"Invalid source name {name!r}: use letters, digits, - and _ "
+            f"(at most {name_field.max_length}).",
+            code="invalid_name",
+            attr="name",
+        ) from None
     if Source.objects.filter(name=name).exists():
         raise Conflict(f"A source named {name!r} exists.", code="source_exists", attr="name")
     secret = keys.new_secret(WRITE_KEY_KIND)
-    source = Source(
+    source = Source.objects.create(
         name=name, write_key_prefix=secret.display_prefix, write_key_digest=secret.digest
     )
-    source.full_clean()
-    source.save()
     return SourceWithKey(source=source, write_key=secret.plaintext)
 
 

@@ -30,10 +30,4 @@ class Command(BaseCommand):
                 issued = source_create(name=name)
         except ApplicationError as exc:
             raise CommandError(exc.detail) from exc
-        except Exception as exc:  # full_clean() on a bad slug
-            if exc.__class__.__name__ == "ValidationError":
-                raise CommandError(
-                    f"Invalid source name {name!r}: use letters, digits, - and _."
-                ) from exc
-            raise
         self.stdout.write(issued.write_key)

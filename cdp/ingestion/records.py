@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from cdp.ingestion.validation import has_nul
+from cdp.ingestion.validation import Invalid, ItemError, has_nul
 
 MAX_FIELD_LENGTH = {
     "external_id": 255,
@@ -53,26 +53,11 @@ class RecordRow:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordError:
-    index: int
-    attr: str | None
-    code: str
-    detail: str
+class RecordError(ItemError):
     external_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "external_id": self.external_id,
-            "attr": self.attr,
-            "code": self.code,
-            "detail": self.detail,
-        }
-
-
-class _Invalid(Exception):
-    def __init__(self, attr: str | None, code: str, detail: str) -> None:
-        self.attr, self.code, self.detail = attr, code, detail
+        return {"external_id": self.external_id, **ItemError.as_dict(self)}
 
 
 def validate_record(
@@ -83,7 +68,7 @@ def validate_record(
     external_id = raw.get("external_id") if isinstance(raw, dict) else None
     try:
         return _validate(raw, extra_as_attributes=extra_as_attributes)
-    except _Invalid as exc:
+    except Invalid as exc:
         return RecordError(
             index=index,
             attr=exc.attr,
@@ -95,16 +80,16 @@ def validate_record(
 
 def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
     if not isinstance(raw, dict):
-        raise _Invalid(None, "not_an_object", "Each record must be a JSON object.")
+        raise Invalid(None, "not_an_object", "Each record must be a JSON object.")
     attributes = raw.get("attributes")
     if attributes is None or attributes == "":  # "" is an empty CSV column
         attributes = {}
     if not isinstance(attributes, dict):
-        raise _Invalid("attributes", "not_an_object", "attributes must be a JSON object.")
+        raise Invalid("attributes", "not_an_object", "attributes must be a JSON object.")
     unknown = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}
     if unknown and not extra_as_attributes:
         name = sorted(unknown)[0]
-        raise _Invalid(
+        raise Invalid(
             name, "unknown_field", f"Unknown field {name!r}; put free fields in attributes."
         )
     attributes = {**unknown, **attributes}
@@ -118,24 +103,22 @@ def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
     elif isinstance(address, str):
         values["street"] = values["street"] or _text(address, "address")
     elif address is not None:
-        raise _Invalid("address", "invalid", "address must be a string or an object.")
+        raise Invalid("address", "invalid", "address must be a string or an object.")
 
     external_id = _text(raw.get("external_id"), "external_id")
     if not external_id:
-        raise _Invalid("external_id", "required", "external_id is required.")
+        raise Invalid("external_id", "required", "external_id is required.")
     if values["email"] and "@" not in values["email"]:
-        raise _Invalid("email", "invalid_email", "email is not an email address.")
+        raise Invalid("email", "invalid_email", "email is not an email address.")
     if values["phone"] and not _PHONE.match(values["phone"]):
-        raise _Invalid("phone", "invalid_phone", "phone contains characters a phone number cannot.")
+        raise Invalid("phone", "invalid_phone", "phone contains characters a phone number cannot.")
     birth_date = _date(raw.get("birth_date"))
 
     encoded_attributes = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS)
     if len(encoded_attributes) > MAX_ATTRIBUTES_BYTES:
-        raise _Invalid(
-            "attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes."
-        )
+        raise Invalid("attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes.")
     if has_nul(encoded_attributes):
-        raise _Invalid("attributes", "null_character", "Text may not contain the NUL character.")
+        raise Invalid("attributes", "null_character", "Text may not contain the NUL character.")
     digest = hashlib.sha256(
         orjson.dumps([external_id, *(values[name] for name in TEXT_FIELDS), str(birth_date or "")])
         + encoded_attributes
@@ -153,13 +136,13 @@ def _text(value: Any, attr: str) -> str:
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Invalid(attr, "invalid_string", f"{attr} must be a string.")
+        raise Invalid(attr, "invalid_string", f"{attr} must be a string.")
     text = str(value).strip()
     limit = MAX_FIELD_LENGTH.get(attr.split(".")[-1].replace("postal_code", "postcode"), 300)
     if len(text) > limit:
-        raise _Invalid(attr, "too_long", f"{attr} is longer than {limit} characters.")
+        raise Invalid(attr, "too_long", f"{attr} is longer than {limit} characters.")
     if "\x00" in text:
-        raise _Invalid(attr, "null_character", "Text may not contain the NUL character.")
+        raise Invalid(attr, "null_character", "Text may not contain the NUL character.")
     return text
 
 
@@ -167,10 +150,10 @@ def _date(value: Any) -> date | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise _Invalid("birth_date", "invalid_date", "birth_date must be a YYYY-MM-DD string.")
+        raise Invalid("birth_date", "invalid_date", "birth_date must be a YYYY-MM-DD string.")
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise _Invalid(
+        raise Invalid(
             "birth_date", "invalid_date", "birth_date must be a YYYY-MM-DD date."
         ) from None

@@ -30,24 +30,29 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
-class EventError:
+class ItemError:
+    """Why one item (a message, a record) of a request was rejected."""
+
     index: int
     attr: str | None
     code: str
     detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "attr": self.attr, "code": self.code, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class EventError(ItemError):
     message_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "messageId": self.message_id,
-            "attr": self.attr,
-            "code": self.code,
-            "detail": self.detail,
-        }
+        return {"messageId": self.message_id, **ItemError.as_dict(self)}
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
+    """Raised inside a validator for the first field of an item that fails."""
+
     def __init__(self, attr: str | None, code: str, detail: str) -> None:
         self.attr, self.code, self.detail = attr, code, detail
 
@@ -94,7 +99,7 @@ def validate_event(
             batch_sent_at=batch_sent_at,
             batch_context=batch_context,
         )
-    except _Invalid as exc:
+    except Invalid as exc:
         return EventError(
             index=index,
             attr=exc.attr,
@@ -114,10 +119,10 @@ def _validate(
     batch_context: dict[str, Any] | None,
 ) -> EventRow:
     if not isinstance(raw, dict):
-        raise _Invalid(None, "not_an_object", "Each event must be a JSON object.")
+        raise Invalid(None, "not_an_object", "Each event must be a JSON object.")
     kind = call_type or raw.get("type")
     if not isinstance(kind, str) or kind not in CALL_TYPES:  # a list or dict is unhashable
-        raise _Invalid(
+        raise Invalid(
             "type", "invalid_type", f"type must be one of {', '.join(sorted(CALL_TYPES))}."
         )
 
@@ -127,19 +132,19 @@ def _validate(
     group_id = _optional_id(raw, "groupId")
     if kind == EventType.ALIAS:
         if previous_id is None:
-            raise _Invalid("previousId", "required", "alias needs previousId.")
+            raise Invalid("previousId", "required", "alias needs previousId.")
         if user_id is None:
-            raise _Invalid("userId", "required", "alias needs userId.")
+            raise Invalid("userId", "required", "alias needs userId.")
     elif user_id is None and anonymous_id is None:
-        raise _Invalid("userId", "required", "userId or anonymousId is required.")
+        raise Invalid("userId", "required", "userId or anonymousId is required.")
     if kind == EventType.GROUP and group_id is None:
-        raise _Invalid("groupId", "required", "group needs groupId.")
+        raise Invalid("groupId", "required", "group needs groupId.")
 
     event_name: str | None = None
     if kind == EventType.TRACK:
         event_name = _optional_string(raw, "event")
         if not event_name:
-            raise _Invalid("event", "required", "track needs a non-empty event name.")
+            raise Invalid("event", "required", "track needs a non-empty event name.")
     elif kind in (EventType.PAGE, EventType.SCREEN):
         event_name = _optional_string(raw, "name")
 
@@ -149,12 +154,12 @@ def _validate(
     encoded = {name: orjson.dumps(value) for name, value in parts.items()}
     size = sum(len(value) for value in encoded.values())
     if size > limits.max_event_bytes:
-        raise _Invalid(
+        raise Invalid(
             None, "event_too_large", f"Event is larger than {limits.max_event_bytes} bytes."
         )
     for name, value in encoded.items():
         if has_nul(value):
-            raise _Invalid(name, "null_character", "Text may not contain the NUL character.")
+            raise Invalid(name, "null_character", "Text may not contain the NUL character.")
 
     original = _optional_time(raw, "originalTimestamp") or _optional_time(raw, "timestamp")
     sent_at = _optional_time(raw, "sentAt") or batch_sent_at
@@ -163,7 +168,7 @@ def _validate(
             original=original, sent_at=sent_at, received_at=received_at, limits=limits
         )
     except OverflowError:
-        raise _Invalid("timestamp", "invalid_timestamp", "timestamp is out of range.") from None
+        raise Invalid("timestamp", "invalid_timestamp", "timestamp is out of range.") from None
     message_id = _optional_id(raw, "messageId") or str(uuid.uuid4())
     return EventRow(
         message_id=message_id,
@@ -214,11 +219,11 @@ def parse_time(value: Any, attr: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Invalid(attr, "invalid_timestamp", f"{attr} must be an ISO-8601 string.")
+        raise Invalid(attr, "invalid_timestamp", f"{attr} must be an ISO-8601 string.")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise _Invalid(attr, "invalid_timestamp", f"{attr} is not an ISO-8601 date-time.") from None
+        raise Invalid(attr, "invalid_timestamp", f"{attr} is not an ISO-8601 date-time.") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
@@ -227,14 +232,14 @@ def parse_time(value: Any, attr: str) -> datetime | None:
         # back) is refused here.
         return parsed.astimezone(UTC)
     except OverflowError:
-        raise _Invalid(attr, "invalid_timestamp", f"{attr} is out of range.") from None
+        raise Invalid(attr, "invalid_timestamp", f"{attr} is out of range.") from None
 
 
 def batch_sent_at(value: Any) -> datetime | None:
     """The batch-level sentAt; an unreadable one is ignored (each event may carry its own)."""
     try:
         return parse_time(value, "sentAt")
-    except _Invalid:
+    except Invalid:
         return None
 
 
@@ -247,14 +252,14 @@ def _optional_id(raw: dict[str, Any], attr: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Invalid(attr, "invalid_id", f"{attr} must be a string or a number.")
+        raise Invalid(attr, "invalid_id", f"{attr} must be a string or a number.")
     text = str(value).strip() if isinstance(value, str) else str(value)
     if not text:
         return None
     if len(text) > MAX_ID_LENGTH:
-        raise _Invalid(attr, "too_long", f"{attr} is longer than {MAX_ID_LENGTH} characters.")
+        raise Invalid(attr, "too_long", f"{attr} is longer than {MAX_ID_LENGTH} characters.")
     if "\x00" in text:
-        raise _Invalid(attr, "null_character", "Text may not contain the NUL character.")
+        raise Invalid(attr, "null_character", "Text may not contain the NUL character.")
     return text
 
 
@@ -263,11 +268,11 @@ def _optional_string(raw: dict[str, Any], attr: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Invalid(attr, "invalid_string", f"{attr} must be a string.")
+        raise Invalid(attr, "invalid_string", f"{attr} must be a string.")
     if len(value) > MAX_ID_LENGTH:
-        raise _Invalid(attr, "too_long", f"{attr} is longer than {MAX_ID_LENGTH} characters.")
+        raise Invalid(attr, "too_long", f"{attr} is longer than {MAX_ID_LENGTH} characters.")
     if "\x00" in value:
-        raise _Invalid(attr, "null_character", "Text may not contain the NUL character.")
+        raise Invalid(attr, "null_character", "Text may not contain the NUL character.")
     return value or None
 
 
@@ -276,5 +281,5 @@ def _object(raw: dict[str, Any], attr: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _Invalid(attr, "not_an_object", f"{attr} must be a JSON object.")
+        raise Invalid(attr, "not_an_object", f"{attr} must be a JSON object.")
     return value

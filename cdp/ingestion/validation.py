@@ -151,6 +151,7 @@ def _validate(
     parts = {name: _object(raw, name) for name in _JSON_PARTS}
     if batch_context:
         parts["context"] = {**batch_context, **parts["context"]}
+    _keep_top_level_fields(raw, kind, parts)
     encoded = {name: orjson.dumps(value) for name, value in parts.items()}
     size = sum(len(value) for value in encoded.values())
     if size > limits.max_event_bytes:
@@ -197,6 +198,18 @@ _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 def has_nul(encoded: bytes) -> bool:
     """Whether orjson output holds a NUL character (PostgreSQL text and jsonb refuse it)."""
     return b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) is not None
+
+
+def _keep_top_level_fields(raw: dict[str, Any], kind: str, parts: dict[str, Any]) -> None:
+    """Spec fields without a column of their own are kept where the spec's readers look:
+    Segment's page/screen ``category`` in properties, RudderStack's ``channel`` in context.
+    A value the message already carries there wins."""
+    category = raw.get("category")
+    if kind in (EventType.PAGE, EventType.SCREEN) and isinstance(category, str) and category:
+        parts["properties"] = {"category": category, **parts["properties"]}
+    channel = raw.get("channel")
+    if isinstance(channel, str) and channel:
+        parts["context"] = {"channel": channel, **parts["context"]}
 
 
 def corrected_timestamp(

@@ -1089,3 +1089,40 @@ def test_stored_event_json_parts_round_trip(tracking_client: APIClient) -> None:
     assert orjson.loads(properties) == body["properties"]
     assert orjson.loads(context) == body["context"]
     assert orjson.loads(integrations) == body["integrations"]
+
+
+def test_page_category_and_channel_are_kept(tracking_client: APIClient) -> None:
+    body = {
+        "batch": [
+            {
+                "type": "page",
+                "userId": "u1",
+                "name": "Pricing",
+                "category": "Docs",
+                "channel": "web",
+                "messageId": "cat-1",
+            },
+            {
+                "type": "screen",
+                "userId": "u1",
+                "category": "Top",
+                "messageId": "cat-2",
+                "properties": {"category": "Own"},
+                "context": {"channel": "mobile"},
+                "channel": "server",
+            },
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "E",
+                "category": "ignored",
+                "messageId": "cat-3",
+            },
+        ]
+    }
+    assert post_json(tracking_client, "/v1/batch", body).json()["accepted"] == 3
+
+    page, screen, track = (Event.objects.get(message_id=f"cat-{n}") for n in (1, 2, 3))
+    assert (page.properties, page.context) == ({"category": "Docs"}, {"channel": "web"})
+    assert (screen.properties, screen.context) == ({"category": "Own"}, {"channel": "mobile"})
+    assert track.properties == {}

@@ -18,6 +18,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from cdp.crypto.config import blind_index_key_parse, master_keys_parse
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 ENV = os.environ.get("CDP_ENV", "development")
 if ENV not in {"development", "production"}:
@@ -81,6 +83,9 @@ SECRET_KEY = _secret("SECRET_KEY")
 # separated; older keys stay readable until retired.
 CDP_MASTER_KEYS = env_list("CDP_MASTER_KEY", []) or [_secret("CDP_MASTER_KEY")]
 CDP_BLIND_INDEX_KEY = _secret("CDP_BLIND_INDEX_KEY")
+# Malformed keys stop the process here rather than at its first PII write.
+master_keys_parse(CDP_MASTER_KEYS)
+blind_index_key_parse(CDP_BLIND_INDEX_KEY)
 
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
@@ -100,6 +105,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "cdp.api",
+    "cdp.crypto",
     "cdp.jobs",
     "cdp.ops",
     "cdp.ingestion",

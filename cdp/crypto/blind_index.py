@@ -1,0 +1,45 @@
+"""Blind indexes: find a PII value by equality without storing or decrypting it.
+
+``blind_index(kind, value)`` is HMAC-SHA256 of the UTF-8 value under a per-kind subkey,
+``HKDF-SHA256(CDP_BLIND_INDEX_KEY, info="cdp/blind-index/v1/" + kind)``: the same value of the same
+kind always maps to the same 32 bytes, and equal values of different kinds (an email that is also
+a user id) never collide. Without the key the index cannot be recomputed from a guessed value.
+
+The derivation is part of the stored data: changing it, or ``CDP_BLIND_INDEX_KEY``, orphans
+every stored index (they would all have to be recomputed from decrypted values). Callers pass
+values already normalized (``identity``'s job): the index only matches byte-equal input.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from functools import lru_cache
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from cdp.crypto.config import blind_index_root_key
+
+INDEX_BYTES = 32
+# Lower case only: "Email" and "email" would otherwise be two silently disjoint indexes.
+_KIND = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,62}")
+
+
+def blind_index(kind: str, normalized_value: str) -> bytes:
+    return hmac.digest(_subkey(blind_index_root_key(), kind), normalized_value.encode(), "sha256")
+
+
+@lru_cache(maxsize=64)
+def _subkey(root_key: bytes, kind: str) -> bytes:
+    if not _KIND.fullmatch(kind):
+        raise ValueError(
+            "Blind index kind must be 1-63 lower-case letters, digits, '_', '.', ':' or '-'"
+        )
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=INDEX_BYTES,
+        salt=None,
+        info=b"cdp/blind-index/v1/" + kind.encode("ascii"),
+    )
+    return hkdf.derive(root_key)

@@ -247,6 +247,37 @@ CDP_INGEST: dict[str, Any] = {
     "PARTITION_MONTHS_AHEAD": env_int("CDP_PARTITION_MONTHS_AHEAD", 3),
 }
 
+
+# --- identity: identifier normalization (see identity/normalization.py) ----------------------
+def env_json(name: str, default: Any) -> Any:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be valid JSON") from exc
+
+
+CDP_IDENTITY: dict[str, Any] = {
+    # For numbers written without +country code; "" accepts only international numbers.
+    "DEFAULT_PHONE_REGION": os.environ.get("CDP_DEFAULT_PHONE_REGION", "US"),
+    "GMAIL_NORMALIZATION": env_bool("CDP_GMAIL_NORMALIZATION", False),
+    "STRIP_EMAIL_PLUS_TAGS": env_bool("CDP_STRIP_EMAIL_PLUS_TAGS", False),
+    # None: the defaults in identity/blocklist.py. A JSON object {"*" or kind: [...]} replaces
+    # the defaults of the keys it names, e.g. {"email": ["test@test.com", "info@acme.com"]}.
+    "BLOCKED_VALUES": env_json("CDP_BLOCKED_VALUES_JSON", None),
+    "BLOCKED_PATTERNS": env_json("CDP_BLOCKED_PATTERNS_JSON", None),
+    # "kind:trait" pairs: "loyalty_id:loyaltyId,crm_id:crmId".
+    "CUSTOM_ID_TRAITS": env_list("CDP_CUSTOM_ID_TRAITS", []),
+    # Kinds strongest first for merge rules; kinds left out keep the default order after them.
+    "KIND_PRIORITY": env_list("CDP_IDENTIFIER_PRIORITY", []),
+}
+# A bad region code or regex stops the process here, not a worker at its first event.
+from identity.normalization import load_identity_config  # noqa: E402 (kept with its section)
+
+load_identity_config(CDP_IDENTITY)
+
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 if CELERY_BROKER_URL:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,25 @@ from psycopg import conninfo
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "cdp"
+
+
+def create_private_file_once(path: Path, content: str) -> str:
+    """Create ``path`` (mode 0600) holding ``content`` unless it exists; return what it holds.
+
+    The file appears whole or not at all (written aside, then linked into place), so two
+    processes starting together agree on one content and never read half a file.
+    """
+    if not path.exists():
+        descriptor, aside = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(descriptor, "w") as handle:  # mkstemp creates it 0600
+                handle.write(content)
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another process won the race: use its file
+        finally:
+            os.unlink(aside)
+    return path.read_text()
 
 
 def state_dir(base_dir: Path) -> Path:

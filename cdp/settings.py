@@ -53,20 +53,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 def _local_secrets() -> dict[str, str]:
     """Secrets for local runs, generated once and kept out of the repository under .cdp/."""
-    from cdp.embedded_db import state_dir
+    from cdp.embedded_db import create_private_file_once, state_dir
 
-    path = state_dir(BASE_DIR) / "secrets.json"
-    if path.exists():
-        stored: dict[str, str] = json.loads(path.read_text())
-        return stored
     generated = {
         "SECRET_KEY": secrets.token_urlsafe(50),
         "CDP_MASTER_KEY": "local-1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "CDP_BLIND_INDEX_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
-    path.write_text(json.dumps(generated))
-    path.chmod(0o600)
-    return generated
+    stored: dict[str, str] = json.loads(
+        create_private_file_once(state_dir(BASE_DIR) / "secrets.json", json.dumps(generated))
+    )
+    return stored
 
 
 def _secret(name: str) -> str:
@@ -115,6 +112,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "cdp.api.middleware.ProbeMiddleware",  # before host validation: see the module
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -165,6 +163,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache (rate limits, write-key lookups) ---------------------------------------------------
 CACHE_URL = os.environ.get("CACHE_URL", "")
+if PRODUCTION and not CACHE_URL:
+    # A per-process cache would multiply every rate limit by the number of web processes.
+    raise ImproperlyConfigured("CACHE_URL must be set when CDP_ENV=production")
 CACHES: dict[str, dict[str, Any]] = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}

@@ -4,7 +4,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from cdp.api.errors import not_found
-from cdp.api.views import healthz, readyz
 
 # The schema and its docs are public: they describe the API, they expose no data.
 PUBLIC = {"authentication_classes": [], "permission_classes": [AllowAny], "throttle_classes": []}
@@ -13,8 +12,6 @@ handler404 = "cdp.api.errors.not_found"
 handler500 = "cdp.api.errors.server_error"
 
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),
-    path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("v1/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="docs"),

@@ -14,8 +14,9 @@ busy; 2 or 4 processes and 1 to 4 threads measured the same within the noise (BE
 
 from __future__ import annotations
 
-import multiprocessing
+import math
 import os
+from pathlib import Path
 
 
 def _env_int(name: str, default: int) -> int:
@@ -23,9 +24,21 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
+def _available_cores() -> int:
+    """Cores this process may use: its cgroup's CPU quota in a container (a pod limited to one
+    CPU on a 32-core node must not start 33 workers), else the CPUs it may run on."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return len(os.sched_getaffinity(0))
+
+
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000").split(",")
 # One process per core plus one, so a core is never idle while a process waits on the database.
-workers = _env_int("GUNICORN_WORKERS", multiprocessing.cpu_count() + 1)
+workers = _env_int("GUNICORN_WORKERS", _available_cores() + 1)
 worker_class = "gthread"
 threads = _env_int("GUNICORN_THREADS", 2)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)

@@ -41,8 +41,9 @@ class BearerTokenAuthentication(BaseAuthentication):
             plaintext = parts[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise AuthenticationFailed("Invalid token.") from exc
-        token = ApiToken.objects.filter(digest=keys.digest(plaintext)).first()
-        if token is None or not keys.matches(plaintext, token.digest) or not token.is_active:
+        token_digest = keys.digest(plaintext)
+        token = ApiToken.objects.filter(digest=token_digest).first()
+        if token is None or not keys.same(token_digest, token.digest) or not token.is_active:
             raise AuthenticationFailed("Invalid or revoked token.")
         _touch(token)
         return (None, token)
@@ -104,7 +105,7 @@ def source_for_write_key(plaintext: str) -> SourcePrincipal | None:
     if principal is not None:
         return principal
     source = source_by_write_key_digest(key_digest)
-    if source is None or not keys.matches(plaintext, source.write_key_digest):
+    if source is None or not keys.same(key_digest, source.write_key_digest):
         return None
     principal = SourcePrincipal(source_id=source.pk, name=source.name)
     write_key_cache.put(key_digest, principal)

@@ -7,7 +7,6 @@ some events are invalid) travel in an extra ``errors`` list of the same shape pl
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -16,8 +15,6 @@ from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
-
-logger = logging.getLogger(__name__)
 
 CLIENT_ERROR = "client_error"
 VALIDATION_ERROR = "validation_error"
@@ -46,12 +43,7 @@ class ApplicationError(Exception):
         self.errors = errors
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": self.type,
-            "code": self.code,
-            "detail": self.detail,
-            "attr": self.attr,
-        }
+        body = error_body(type=self.type, code=self.code, detail=self.detail, attr=self.attr)
         if self.errors is not None:
             body["errors"] = self.errors
         return body

@@ -34,5 +34,6 @@ def digest(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def matches(plaintext: str, stored_digest: str) -> bool:
-    return hmac.compare_digest(digest(plaintext), stored_digest)
+def same(computed_digest: str, stored_digest: str) -> bool:
+    """Constant-time comparison of a presented secret's digest with the stored one."""
+    return hmac.compare_digest(computed_digest, stored_digest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -15,7 +16,11 @@ from cdp.api.models import ApiToken
 def required_scopes(view: Any, method: str) -> set[str]:
     scopes = getattr(view, "required_scopes", None)
     if scopes is None:
-        return set()
+        # Fail closed: a view that forgot to say what it needs must not accept any token.
+        raise ImproperlyConfigured(
+            f"{type(view).__name__} uses HasScopes but sets no required_scopes "
+            "(use an empty set for a view any token may call)."
+        )
     if isinstance(scopes, dict):
         return set(scopes.get(method, set()))
     return set(scopes)
@@ -28,8 +33,9 @@ class HasScopes(BasePermission):
         token = request.auth
         if not isinstance(token, ApiToken):
             raise NotAuthenticated("This endpoint needs 'Authorization: Bearer <token>'.")
-        missing = required_scopes(view, request.method or "GET") - set(token.scopes)
-        if missing:
+        required = required_scopes(view, request.method or "GET")
+        if not token.has_scopes(required):
+            missing = required - set(token.scopes)
             raise PermissionDenied(f"Token lacks scope(s): {', '.join(sorted(missing))}.")
         return True
 

@@ -43,7 +43,11 @@ class SourceRateThrottle(BaseThrottle):
         key = f"throttle:source:{principal.source_id}:{window}"
         if cache.add(key, 1, timeout=2):
             return True
-        count = cache.incr(key)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # the key expired between add() and incr(): a new window
+            cache.add(key, 1, timeout=2)
+            return True
         if count <= limit:
             return True
         self._wait = window + 1 - now

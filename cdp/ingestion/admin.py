@@ -52,6 +52,9 @@ class SourceAdmin(admin.ModelAdmin):
         self.message_user(request, f"Disabled {len(sources)} source(s).")
 
 
+PII_BEARING_EVENT_FIELDS = {"traits", "context"}
+
+
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
     list_display = ["id", "type", "event_name", "source", "timestamp", "received_at"]
@@ -64,7 +67,11 @@ class EventAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     sortable_by = ()
-    readonly_fields = [f.name for f in Event._meta.fields]
+    # Identify traits and event context carry PII (email, phone, ip...): stewards see them only
+    # through an audited reveal, never on an ordinary page.
+    fields = readonly_fields = tuple(
+        f.name for f in Event._meta.fields if f.name not in PII_BEARING_EVENT_FIELDS
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -84,7 +91,15 @@ class RecordAdmin(admin.ModelAdmin):
     list_select_related = ["source"]
     search_fields = ["=external_id"]
     show_facets = admin.ShowFacets.NEVER
-    readonly_fields = [f.name for f in Record._meta.fields]
+    # The person fields and free attributes of a CRM record are PII: not shown here (see above).
+    fields = readonly_fields = (
+        "source",
+        "external_id",
+        "seq",
+        "content_digest",
+        "created_at",
+        "updated_at",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -16,7 +16,7 @@ import orjson
 import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from cdp.api import keys
@@ -57,12 +57,16 @@ def source_create(*, name: str) -> SourceWithKey:
             code="invalid_name",
             attr="name",
         ) from None
-    if Source.objects.filter(name=name).exists():
-        raise Conflict(f"A source named {name!r} exists.", code="source_exists", attr="name")
     secret = keys.new_secret(WRITE_KEY_KIND)
-    source = Source.objects.create(
-        name=name, write_key_prefix=secret.display_prefix, write_key_digest=secret.digest
-    )
+    try:
+        with transaction.atomic():
+            source = Source.objects.create(
+                name=name, write_key_prefix=secret.display_prefix, write_key_digest=secret.digest
+            )
+    except IntegrityError:  # the name is taken (also by a concurrent create)
+        raise Conflict(
+            f"A source named {name!r} exists.", code="source_exists", attr="name"
+        ) from None
     return SourceWithKey(source=source, write_key=secret.plaintext)
 
 
@@ -220,7 +224,7 @@ def _insert_events(source_id: int, rows: list[EventRow], received_at: datetime) 
     }
     if connection.in_atomic_block:
         with transaction.atomic(), _server_side_cursor() as cursor:  # a savepoint
-            cursor.execute(_INSERT_EVENTS, params, prepare=True)
+            cursor.execute(_INSERT_EVENTS, params)
             return cursor.rowcount
     # One statement is its own transaction in autocommit mode, committed (and flushed) before
     # execute returns: no BEGIN and COMMIT round trips, which cost a single /v1/track a third.
@@ -229,7 +233,7 @@ def _insert_events(source_id: int, rows: list[EventRow], received_at: datetime) 
     for attempt in (1, 2):
         try:
             with _server_side_cursor(health_check=False) as cursor:
-                cursor.execute(_INSERT_EVENTS, params, prepare=True)
+                cursor.execute(_INSERT_EVENTS, params)
                 return cursor.rowcount
         except psycopg.OperationalError:
             if attempt == 2 or not connection.connection or not connection.connection.broken:
@@ -239,8 +243,9 @@ def _insert_events(source_id: int, rows: list[EventRow], received_at: datetime) 
 
 
 def _server_side_cursor(*, health_check: bool = True) -> psycopg.Cursor[Any]:
-    """A psycopg cursor with server-side binding on Django's connection (and transaction):
-    arrays travel as parameters instead of being spelled out into the SQL text."""
+    """A psycopg cursor with server-side binding on Django's connection (and transaction): the
+    parameters (one jsonb document, or arrays) travel apart from the SQL text instead of being
+    spelled out into it."""
     if health_check:
         # As Django's own cursors do: with CONN_HEALTH_CHECKS, a persistent connection the
         # server dropped is replaced at the first query of a request instead of failing it.
@@ -264,15 +269,12 @@ def records_upsert(
     source_id: int,
     records: Sequence[Any],
     extra_as_attributes: bool = False,
-    first_index: int = 0,
 ) -> RecordsResult:
     """Upsert records by (source, external_id); identical content changes nothing."""
     result = RecordsResult()
     rows: dict[str, RecordRow] = {}
-    for offset, raw in enumerate(records):
-        outcome = validate_record(
-            raw, index=first_index + offset, extra_as_attributes=extra_as_attributes
-        )
+    for index, raw in enumerate(records):
+        outcome = validate_record(raw, index=index, extra_as_attributes=extra_as_attributes)
         if isinstance(outcome, RecordError):
             result.rejected.append(outcome)
         else:
@@ -330,7 +332,7 @@ def _upsert_records(source_id: int, rows: list[RecordRow]) -> tuple[int, int]:
     params: dict[str, Any] = {name: [getattr(r, name) for r in rows] for name in columns}
     params["source_id"] = source_id
     with transaction.atomic(), _server_side_cursor() as cursor:
-        cursor.execute(_UPSERT_RECORDS, params, prepare=True)
+        cursor.execute(_UPSERT_RECORDS, params)
         flags = [row[0] for row in cursor.fetchall()]
     inserted = sum(flags)
     return inserted, len(flags) - inserted
@@ -384,10 +386,13 @@ def message_ids_prune(*, now: datetime | None = None) -> int:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 """
-                DELETE FROM ingestion_ingestedmessage WHERE ctid = ANY (ARRAY(
-                    SELECT ctid FROM ingestion_ingestedmessage
+                DELETE FROM ingestion_ingestedmessage WHERE (source_id, message_id) IN (
+                    SELECT source_id, message_id FROM ingestion_ingestedmessage
                     WHERE received_at < %s LIMIT %s
-                ))
+                    -- A resend of an expired id holds its row: skip it rather than wait, so
+                    -- pruning and ingest never wait on each other (and cannot deadlock).
+                    FOR UPDATE SKIP LOCKED
+                )
                 """,
                 [cutoff, PRUNE_BATCH],
             )

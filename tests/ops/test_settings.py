@@ -17,6 +17,7 @@ PRODUCTION_ENV = {
     "CDP_BLIND_INDEX_KEY": "b" * 44,
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/cdp",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "CACHE_URL": "redis://127.0.0.1:6379/1",
     "ALLOWED_HOSTS": "cdp.example",
 }
 
@@ -50,6 +51,7 @@ def test_production_settings_load_with_every_secret() -> None:
         "CDP_BLIND_INDEX_KEY",
         "DATABASE_URL",
         "CELERY_BROKER_URL",
+        "CACHE_URL",
         "ALLOWED_HOSTS",
     ],
 )

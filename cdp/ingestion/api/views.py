@@ -15,6 +15,7 @@ from cdp.api.authentication import SourcePrincipal, WriteKeyAuthentication
 from cdp.api.errors import InvalidInput, PayloadTooLarge
 from cdp.api.models import Scope
 from cdp.api.pagination import IdCursorPagination
+from cdp.api.parsers import DEFAULT_MAX_BODY_BYTES
 from cdp.api.permissions import IsSource
 from cdp.api.throttling import SourceRateThrottle
 from cdp.ingestion import selectors, services
@@ -166,9 +167,7 @@ class RecordsView(_SourceView):
             }
         )
 
-    @property
-    def max_body_bytes(self) -> int:
-        return 5 * 1024 * 1024
+    max_body_bytes = DEFAULT_MAX_BODY_BYTES  # 1,000 records of a few KB each
 
 
 class EventListView(APIView):

@@ -50,6 +50,8 @@ DECLARE
     part text;
     created integer := 0;
 BEGIN
+    -- One caller at a time: two concurrent runs would both try to create the same partition.
+    PERFORM pg_advisory_xact_lock(hashtext('cdp_ensure_event_partitions'));
     FOR i IN 0..months_ahead LOOP
         lo := (first_month + make_interval(months => i))::date;
         hi := (lo + interval '1 month')::date;

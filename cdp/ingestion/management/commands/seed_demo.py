@@ -34,6 +34,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if settings.PRODUCTION:
+            # It resets the admin password, mints an all-scope token and rotates a write key.
+            raise CommandError("seed_demo is for local demos and refuses to run in production.")
         people, days, seed = options["people"], options["days"], options["seed"]
         if not 0 <= people <= MAX_PEOPLE:
             raise CommandError(f"--people must be between 0 and {MAX_PEOPLE}.")

@@ -66,17 +66,25 @@ class Event(models.Model):
     traits = models.JSONField(default=dict)
     context = models.JSONField(default=dict)
     integrations = models.JSONField(default=dict)
-    profile_id = models.BigIntegerField(null=True, blank=True)
+    # The identifier resolution anchors the event on (docs/identity.md); the event's profile is
+    # that identifier's. NULL until resolved: the unresolved events are the resolver's queue.
+    identifier_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
         indexes = [
-            # Partial: events have no profile until resolution assigns one, so ingest adds
-            # nothing to this index.
+            # Partial: ingest adds nothing here; resolution does when it anchors the event.
             models.Index(
-                fields=["profile_id", "event_name", "timestamp"],
-                name="event_profile_name_ts",
-                condition=models.Q(profile_id__isnull=False),
+                fields=["identifier_id", "event_name", "timestamp"],
+                name="event_identifier_name_ts",
+                condition=models.Q(identifier_id__isnull=False),
+            ),
+            # The resolver's work queue, in id order. Unlike a cursor over ids it cannot skip an
+            # event whose transaction commits after a later id's.
+            models.Index(
+                fields=["id"],
+                name="event_unresolved",
+                condition=models.Q(identifier_id__isnull=True),
             ),
             models.Index(
                 fields=["user_id"], name="event_user_id", condition=models.Q(user_id__isnull=False)
@@ -133,6 +141,8 @@ class Record(models.Model):
     birth_date = models.DateField(null=True, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     content_digest = models.CharField(max_length=64)
+    # Resolution sets this to the seq it processed; the record is pending while they differ.
+    resolved_seq = models.BigIntegerField(null=True, blank=True)
     seq = models.BigIntegerField(
         unique=True,
         db_default=models.Func(models.Value(RECORD_SEQUENCE), function="nextval"),
@@ -144,6 +154,13 @@ class Record(models.Model):
         ordering = ["seq"]
         constraints = [
             models.UniqueConstraint(fields=["source", "external_id"], name="record_source_external")
+        ]
+        indexes = [
+            models.Index(
+                fields=["seq"],
+                name="record_unresolved",
+                condition=~models.Q(resolved_seq=models.F("seq")) | models.Q(resolved_seq=None),
+            )
         ]
 
     def __str__(self) -> str:

@@ -28,14 +28,15 @@ CREATE TABLE ingestion_event (
     traits jsonb NOT NULL DEFAULT '{}',
     context jsonb NOT NULL DEFAULT '{}',
     integrations jsonb NOT NULL DEFAULT '{}',
-    profile_id bigint NULL,
+    identifier_id bigint NULL,
     PRIMARY KEY (id, received_at)
 ) PARTITION BY RANGE (received_at);
 
 CREATE TABLE ingestion_event_default PARTITION OF ingestion_event DEFAULT;
 
-CREATE INDEX event_profile_name_ts ON ingestion_event (profile_id, event_name, "timestamp")
-    WHERE profile_id IS NOT NULL;
+CREATE INDEX event_identifier_name_ts ON ingestion_event (identifier_id, event_name, "timestamp")
+    WHERE identifier_id IS NOT NULL;
+CREATE INDEX event_unresolved ON ingestion_event (id) WHERE identifier_id IS NULL;
 CREATE INDEX event_user_id ON ingestion_event (user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX event_anonymous_id ON ingestion_event (anonymous_id) WHERE anonymous_id IS NOT NULL;
 
@@ -265,7 +266,7 @@ class Migration(migrations.Migration):
                         ("traits", models.JSONField(default=dict)),
                         ("context", models.JSONField(default=dict)),
                         ("integrations", models.JSONField(default=dict)),
-                        ("profile_id", models.BigIntegerField(blank=True, null=True)),
+                        ("identifier_id", models.BigIntegerField(blank=True, null=True)),
                         (
                             "source",
                             models.ForeignKey(
@@ -280,9 +281,14 @@ class Migration(migrations.Migration):
                         "ordering": ["-id"],
                         "indexes": [
                             models.Index(
-                                condition=models.Q(("profile_id__isnull", False)),
-                                fields=["profile_id", "event_name", "timestamp"],
-                                name="event_profile_name_ts",
+                                condition=models.Q(("identifier_id__isnull", False)),
+                                fields=["identifier_id", "event_name", "timestamp"],
+                                name="event_identifier_name_ts",
+                            ),
+                            models.Index(
+                                condition=models.Q(("identifier_id__isnull", True)),
+                                fields=["id"],
+                                name="event_unresolved",
                             ),
                             models.Index(
                                 condition=models.Q(("user_id__isnull", False)),
@@ -298,5 +304,22 @@ class Migration(migrations.Migration):
                     },
                 ),
             ],
+        ),
+        migrations.AddField(
+            model_name="record",
+            name="resolved_seq",
+            field=models.BigIntegerField(blank=True, null=True),
+        ),
+        migrations.AddIndex(
+            model_name="record",
+            index=models.Index(
+                condition=models.Q(
+                    models.Q(("resolved_seq", models.F("seq")), _negated=True),
+                    ("resolved_seq", None),
+                    _connector="OR",
+                ),
+                fields=["seq"],
+                name="record_unresolved",
+            ),
         ),
     ]

@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from cdp.api import keys
 from cdp.api.models import ApiToken
-
-_LAST_USED_RESOLUTION_SECONDS = 60
+from cdp.api.services import api_token_touch
 
 
 class BearerTokenAuthentication(BaseAuthentication):
@@ -45,18 +43,11 @@ class BearerTokenAuthentication(BaseAuthentication):
         token = ApiToken.objects.filter(digest=token_digest).first()
         if token is None or not keys.same(token_digest, token.digest) or not token.is_active:
             raise AuthenticationFailed("Invalid or revoked token.")
-        _touch(token)
+        api_token_touch(token=token)
         return (None, token)
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="cdp"'
-
-
-def _touch(token: ApiToken) -> None:
-    now = timezone.now()
-    last = token.last_used_at
-    if last is None or (now - last).total_seconds() > _LAST_USED_RESOLUTION_SECONDS:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,19 @@ def api_token_create(*, name: str, scopes: Iterable[str]) -> IssuedToken:
     return IssuedToken(token=token, plaintext=secret.plaintext)
 
 
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+def api_token_touch(*, token: ApiToken) -> ApiToken:
+    """Record that the token was used, at most once a minute (no write on every request)."""
+    now = timezone.now()
+    last = token.last_used_at
+    if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
 @transaction.atomic
 def api_token_revoke(*, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:

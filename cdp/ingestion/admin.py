@@ -31,7 +31,8 @@ class SourceAdmin(admin.ModelAdmin):
     # The digest stays out of the page: it is what a write key is looked up and checked by.
     fields = ["name", "write_key_prefix", "created_at", "disabled_at"]
     # Disabling goes through the service, which also drops cached write keys.
-    readonly_fields = ["write_key_prefix", "created_at", "disabled_at"]
+    # Renaming goes through no service and changes nothing a client sees: read-only too.
+    readonly_fields = ["name", "write_key_prefix", "created_at", "disabled_at"]
     search_fields = ["name"]
     actions = ["disable"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from cdp.ingestion.validation import Invalid, ItemError, has_nul
+from cdp.ingestion.validation import Invalid, ItemError, bounded_text, has_nul
 
 MAX_FIELD_LENGTH = {
     "external_id": 255,
@@ -94,18 +94,18 @@ def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
         )
     attributes = {**unknown, **attributes}
 
-    values = {name: _text(raw.get(name), name) for name in TEXT_FIELDS}
+    values = {name: _text(raw.get(name), name, name) for name in TEXT_FIELDS}
     address = raw.get("address")
     if isinstance(address, dict):
         for key, field in ADDRESS_KEYS.items():
             if not values[field] and address.get(key) is not None:
-                values[field] = _text(address.get(key), f"address.{key}")
+                values[field] = _text(address.get(key), f"address.{key}", field)
     elif isinstance(address, str):
-        values["street"] = values["street"] or _text(address, "address")
+        values["street"] = values["street"] or _text(address, "address", "street")
     elif address is not None:
         raise Invalid("address", "invalid", "address must be a string or an object.")
 
-    external_id = _text(raw.get("external_id"), "external_id")
+    external_id = _text(raw.get("external_id"), "external_id", "external_id")
     if not external_id:
         raise Invalid("external_id", "required", "external_id is required.")
     if values["email"] and "@" not in values["email"]:
@@ -132,18 +132,13 @@ def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
     )
 
 
-def _text(value: Any, attr: str) -> str:
+def _text(value: Any, attr: str, field: str) -> str:
+    """The trimmed text of ``field``, read from ``attr`` (``address.postal_code``...)."""
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Invalid(attr, "invalid_string", f"{attr} must be a string.")
-    text = str(value).strip()
-    limit = MAX_FIELD_LENGTH.get(attr.split(".")[-1].replace("postal_code", "postcode"), 300)
-    if len(text) > limit:
-        raise Invalid(attr, "too_long", f"{attr} is longer than {limit} characters.")
-    if "\x00" in text:
-        raise Invalid(attr, "null_character", "Text may not contain the NUL character.")
-    return text
+    return bounded_text(str(value).strip(), attr=attr, limit=MAX_FIELD_LENGTH[field])
 
 
 def _date(value: Any) -> date | None:

@@ -267,10 +267,14 @@ def _optional_id(raw: dict[str, Any], attr: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Invalid(attr, "invalid_id", f"{attr} must be a string or a number.")
     text = str(value).strip() if isinstance(value, str) else str(value)
-    if not text:
-        return None
-    if len(text) > MAX_ID_LENGTH:
-        raise Invalid(attr, "too_long", f"{attr} is longer than {MAX_ID_LENGTH} characters.")
+    return bounded_text(text, attr=attr, limit=MAX_ID_LENGTH) or None
+
+
+def bounded_text(text: str, *, attr: str, limit: int) -> str:
+    """``text`` if it fits the column: at most ``limit`` characters and no NUL (which
+    PostgreSQL text cannot hold)."""
+    if len(text) > limit:
+        raise Invalid(attr, "too_long", f"{attr} is longer than {limit} characters.")
     if "\x00" in text:
         raise Invalid(attr, "null_character", "Text may not contain the NUL character.")
     return text
@@ -282,11 +286,7 @@ def _optional_string(raw: dict[str, Any], attr: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise Invalid(attr, "invalid_string", f"{attr} must be a string.")
-    if len(value) > MAX_ID_LENGTH:
-        raise Invalid(attr, "too_long", f"{attr} is longer than {MAX_ID_LENGTH} characters.")
-    if "\x00" in value:
-        raise Invalid(attr, "null_character", "Text may not contain the NUL character.")
-    return value or None
+    return bounded_text(value, attr=attr, limit=MAX_ID_LENGTH) or None
 
 
 def _object(raw: dict[str, Any], attr: str) -> dict[str, Any]:

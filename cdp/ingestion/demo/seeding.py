@@ -25,6 +25,7 @@ from cdp.ingestion.demo.generator import (
     person_records,
 )
 from cdp.ingestion.models import Source
+from cdp.ingestion.selectors import source_by_name
 from cdp.ingestion.services import (
     SourceWithKey,
     events_ingest,
@@ -110,13 +111,13 @@ def demo_access_ensure(*, password: str, password_origin: str) -> DemoAccess:
         user.set_password(password)
         user.save()
 
-    web_source = Source.objects.filter(name=DEMO_WEB_SOURCE).first()
+    web_source = source_by_name(DEMO_WEB_SOURCE)
     web = (
         source_rotate_write_key(source=web_source)
         if web_source
         else source_create(name=DEMO_WEB_SOURCE)
     )
-    crm = Source.objects.filter(name=DEMO_CRM_SOURCE).first()
+    crm = source_by_name(DEMO_CRM_SOURCE)
     if crm is None:
         crm = source_create(name=DEMO_CRM_SOURCE).source
 

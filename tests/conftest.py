@@ -12,8 +12,8 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from cdp.api.authentication import write_key_cache
 from cdp.api.services import api_token_create
+from cdp.ingestion.selectors import write_key_cache
 from cdp.ingestion.services import SourceWithKey, source_create
 
 

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
-from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
@@ -24,6 +21,7 @@ from rest_framework.request import Request
 from cdp.api import keys
 from cdp.api.models import ApiToken
 from cdp.api.services import api_token_touch
+from cdp.ingestion.selectors import SourcePrincipal, source_for_write_key
 
 
 class BearerTokenAuthentication(BaseAuthentication):
@@ -48,59 +46,6 @@ class BearerTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="cdp"'
-
-
-@dataclass(frozen=True)
-class SourcePrincipal:
-    """What a valid write key authenticates as: the source, without loading the model."""
-
-    source_id: int
-    name: str
-
-
-class _WriteKeyCache:
-    """Digest -> source for a few seconds, so the hot ingest path skips the database lookup.
-
-    A disabled or rotated key stops working within ``WRITE_KEY_CACHE_SECONDS``.
-    """
-
-    max_entries = 10_000
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[SourcePrincipal, float]] = {}
-
-    def get(self, key_digest: str) -> SourcePrincipal | None:
-        hit = self._entries.get(key_digest)
-        if hit is None or hit[1] < time.monotonic():
-            return None
-        return hit[0]
-
-    def put(self, key_digest: str, principal: SourcePrincipal) -> None:
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        ttl = settings.CDP_INGEST["WRITE_KEY_CACHE_SECONDS"]
-        self._entries[key_digest] = (principal, time.monotonic() + ttl)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-write_key_cache = _WriteKeyCache()
-
-
-def source_for_write_key(plaintext: str) -> SourcePrincipal | None:
-    from cdp.ingestion.selectors import source_by_write_key_digest
-
-    key_digest = keys.digest(plaintext)
-    principal = write_key_cache.get(key_digest)
-    if principal is not None:
-        return principal
-    source = source_by_write_key_digest(key_digest)
-    if source is None or not keys.same(key_digest, source.write_key_digest):
-        return None
-    principal = SourcePrincipal(source_id=source.pk, name=source.name)
-    write_key_cache.put(key_digest, principal)
-    return principal
 
 
 class WriteKeyAuthentication(BaseAuthentication):

@@ -9,8 +9,8 @@ from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from cdp.api.authentication import SourcePrincipal
 from cdp.api.models import ApiToken
+from cdp.ingestion.selectors import SourcePrincipal
 
 
 def required_scopes(view: Any, method: str) -> set[str]:

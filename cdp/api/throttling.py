@@ -14,8 +14,8 @@ from django.core.cache import cache
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
-from cdp.api.authentication import SourcePrincipal
 from cdp.api.models import ApiToken
+from cdp.ingestion.selectors import SourcePrincipal
 
 
 class TokenRateThrottle(SimpleRateThrottle):

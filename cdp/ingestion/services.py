@@ -20,10 +20,10 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from cdp.api import keys
-from cdp.api.authentication import write_key_cache
 from cdp.api.errors import Conflict, InvalidInput, PayloadTooLarge
 from cdp.ingestion.models import Source
 from cdp.ingestion.records import RecordError, RecordRow, validate_record
+from cdp.ingestion.selectors import write_key_cache
 from cdp.ingestion.validation import (
     EventError,
     EventRow,
@@ -76,7 +76,7 @@ def source_rotate_write_key(*, source: Source) -> SourceWithKey:
     source.write_key_prefix = secret.display_prefix
     source.write_key_digest = secret.digest
     source.save(update_fields=["write_key_prefix", "write_key_digest"])
-    write_key_cache.clear()
+    transaction.on_commit(write_key_cache.clear)  # so no request refills it with the old row
     return SourceWithKey(source=source, write_key=secret.plaintext)
 
 
@@ -85,7 +85,7 @@ def source_disable(*, source: Source) -> Source:
     if source.disabled_at is None:
         source.disabled_at = timezone.now()
         source.save(update_fields=["disabled_at"])
-    write_key_cache.clear()
+    transaction.on_commit(write_key_cache.clear)  # so no request refills it with the old row
     return source
 
 

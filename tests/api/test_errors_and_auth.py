@@ -388,11 +388,14 @@ def test_create_source_twice_is_a_command_error(db: None) -> None:
     assert Source.objects.count() == 1
 
 
-def test_create_source_rotate_replaces_the_key(db: None) -> None:
+def test_create_source_rotate_replaces_the_key(
+    db: None, django_capture_on_commit_callbacks: Any
+) -> None:
     old = run("create_source", "shop")
     assert post_json(writer(old), "/v1/identify", {"userId": "u1"}).status_code == 200
 
-    new = run("create_source", "shop", "--rotate")
+    with django_capture_on_commit_callbacks(execute=True):  # the key cache clears on commit
+        new = run("create_source", "shop", "--rotate")
 
     assert new != old
     assert post_json(writer(old), "/v1/identify", {"userId": "u1"}).status_code == 401

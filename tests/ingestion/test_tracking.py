@@ -859,24 +859,26 @@ def test_bearer_api_token_does_not_open_the_tracking_api(make_token: Any) -> Non
 
 
 def test_disabled_source_is_401_even_with_a_warm_key_cache(
-    tracking_client: APIClient, source: SourceWithKey
+    tracking_client: APIClient, source: SourceWithKey, django_capture_on_commit_callbacks: Any
 ) -> None:
     body = {"userId": "u1", "event": "E"}
     assert post_json(tracking_client, "/v1/track", body).status_code == 200
 
-    source_disable(source=source.source)
+    with django_capture_on_commit_callbacks(execute=True):  # the cache clears on commit
+        source_disable(source=source.source)
 
     assert_401(post_json(tracking_client, "/v1/track", body))
     assert Event.objects.count() == 1
 
 
 def test_rotated_write_key_replaces_the_old_one(
-    tracking_client: APIClient, source: SourceWithKey
+    tracking_client: APIClient, source: SourceWithKey, django_capture_on_commit_callbacks: Any
 ) -> None:
     body = {"userId": "u1", "event": "E"}
     assert post_json(tracking_client, "/v1/track", body).status_code == 200
 
-    rotated = source_rotate_write_key(source=source.source)
+    with django_capture_on_commit_callbacks(execute=True):  # the cache clears on commit
+        rotated = source_rotate_write_key(source=source.source)
 
     assert_401(post_json(tracking_client, "/v1/track", body))
     assert post_json(client_for(rotated.write_key), "/v1/track", body).status_code == 200

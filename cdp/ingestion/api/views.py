@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cdp.api.authentication import SourcePrincipal, WriteKeyAuthentication
+from cdp.api.authentication import WriteKeyAuthentication
 from cdp.api.errors import InvalidInput, PayloadTooLarge
 from cdp.api.models import Scope
 from cdp.api.pagination import IdCursorPagination
@@ -21,6 +21,7 @@ from cdp.api.throttling import SourceRateThrottle
 from cdp.ingestion import selectors, services
 from cdp.ingestion.api import serializers as s
 from cdp.ingestion.models import EventType
+from cdp.ingestion.selectors import SourcePrincipal
 
 ERRORS = {
     400: OpenApiResponse(description="Malformed JSON or every event invalid (per-event errors)."),

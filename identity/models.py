@@ -1,0 +1,221 @@
+"""The identity graph (docs/identity.md): identifiers are nodes, edges are evidence, profiles are
+connected components, and the merge ledger explains every merge and unmerge.
+
+Identifier values are never stored in clear: an identifier is found by its blind index and its
+value is AES-GCM encrypted under the identifier's own data key, bound to the row id. Nothing in
+these tables may hold a value in clear (edge evidence names fields, never values).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
+from django.utils import timezone
+
+from cdp.crypto.blind_index import INDEX_BYTES
+from cdp.crypto.models import DataKey
+from cdp.ingestion.models import Record, Source
+
+KIND_MAX_LENGTH = 32
+ACTOR_MAX_LENGTH = 200
+
+
+class Profile(models.Model):
+    """A connected component of identifiers. When two components join, the older profile
+    survives and the other points to it with ``merged_into`` (see ``profile_current``)."""
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    merged_into = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="merged_profiles",
+    )
+    first_seen_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    event_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(merged_into=models.F("id")), name="profile_not_merged_into_self"
+            )
+        ]
+
+    def __str__(self) -> str:
+        if self.merged_into_id is not None:
+            return f"profile {self.pk} (merged into {self.merged_into_id})"
+        return f"profile {self.pk}"
+
+
+class Identifier(models.Model):
+    """One (kind, value) node. The value is found by ``blind_index`` and stored encrypted; the
+    data key is the identifier's own, so erasing a person destroys exactly their keys."""
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=KIND_MAX_LENGTH)
+    blind_index = models.BinaryField(max_length=INDEX_BYTES)
+    value_ciphertext = models.BinaryField()
+    # One key per identifier (unique): keys follow identifiers through merges and unmerges.
+    data_key = models.OneToOneField(DataKey, on_delete=models.PROTECT, related_name="+")
+    # NULL until resolution assigns the identifier to a profile.
+    profile = models.ForeignKey(
+        Profile,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        db_index=True,
+        related_name="identifiers",
+    )
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Also the index every lookup by value goes through.
+            models.UniqueConstraint(fields=["kind", "blind_index"], name="identifier_kind_index"),
+            models.CheckConstraint(
+                condition=Exact(Length("blind_index"), INDEX_BYTES),
+                name="identifier_blind_index_length",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        # Never the value: this is what the admin and error messages show.
+        return f"{self.kind} #{self.pk}"
+
+    @staticmethod
+    def value_aad(identifier_id: int) -> bytes:
+        """The associated data that binds a value ciphertext to its row."""
+        return b"identity.identifier:%d:value" % identifier_id
+
+
+class EdgeRule(models.TextChoices):
+    IDENTIFY = "identify"
+    ALIAS = "alias"
+    CRM_RECORD = "crm_record"
+    PROBABILISTIC = "probabilistic"
+    MANUAL = "manual"
+
+
+class Edge(models.Model):
+    """Evidence that two identifiers are one person. Never deleted: an unmerge invalidates the
+    edge (who, when, why) and resolution ignores it from then on. An edge a merge rule blocked
+    is kept with ``applied=False`` and the ``conflict`` that blocked it."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Stored with a.id < b.id, so a pair has one spelling.
+    a = models.ForeignKey(Identifier, on_delete=models.PROTECT, related_name="+")
+    b = models.ForeignKey(Identifier, on_delete=models.PROTECT, related_name="+")
+    rule = models.CharField(max_length=16, choices=EdgeRule.choices)
+    # Sources are disabled, never deleted: no index needed for the PROTECT check.
+    source = models.ForeignKey(
+        Source, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    # No foreign key: the events table is partitioned (its key includes received_at).
+    event_id = models.BigIntegerField(null=True, blank=True)
+    record = models.ForeignKey(
+        Record, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    score = models.FloatField(null=True, blank=True)
+    # Feature weights, the fields the identifiers were read from; never values.
+    evidence = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    applied = models.BooleanField(default=True)
+    conflict = models.CharField(max_length=100, blank=True, default="")
+    invalidated_at = models.DateTimeField(null=True, blank=True)
+    invalidated_by = models.CharField(max_length=ACTOR_MAX_LENGTH, blank=True, default="")
+    invalidation_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(a__lt=models.F("b")), name="edge_a_lt_b"),
+            models.CheckConstraint(
+                condition=models.Q(applied=True, conflict="")
+                | (models.Q(applied=False) & ~models.Q(conflict="")),
+                name="edge_conflict_iff_not_applied",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    invalidated_at__isnull=True, invalidated_by="", invalidation_reason=""
+                )
+                | (models.Q(invalidated_at__isnull=False) & ~models.Q(invalidated_by="")),
+                name="edge_invalidation_has_actor",
+            ),
+            # The same evidence is never stored twice. One constraint per kind of origin, partial,
+            # because a deleted record leaves its edges with record NULL (they must not collide).
+            models.UniqueConstraint(
+                fields=["a", "b", "rule", "event_id"],
+                condition=models.Q(event_id__isnull=False),
+                name="edge_unique_event_evidence",
+            ),
+            models.UniqueConstraint(
+                fields=["a", "b", "rule", "record"],
+                condition=models.Q(record__isnull=False),
+                name="edge_unique_record_evidence",
+            ),
+            # A re-run of the matcher finds the same pair again: one edge, also once invalidated
+            # (otherwise the matcher would undo an unmerge).
+            models.UniqueConstraint(
+                fields=["a", "b"],
+                condition=models.Q(
+                    rule=EdgeRule.PROBABILISTIC, event_id__isnull=True, record__isnull=True
+                ),
+                name="edge_unique_probabilistic",
+            ),
+            # One live manual link per pair; after an unmerge an operator may link them again.
+            models.UniqueConstraint(
+                fields=["a", "b"],
+                condition=models.Q(
+                    rule=EdgeRule.MANUAL,
+                    event_id__isnull=True,
+                    record__isnull=True,
+                    invalidated_at__isnull=True,
+                ),
+                name="edge_unique_live_manual",
+            ),
+        ]
+        # "The edges of an identifier": the foreign key indexes on a and b (the partial unique
+        # indexes cannot serve it, their conditions are not implied by such a query).
+
+    def __str__(self) -> str:
+        return f"{self.rule} edge {self.a_id}-{self.b_id}"
+
+
+class LedgerAction(models.TextChoices):
+    MERGE = "merge"
+    UNMERGE = "unmerge"
+    CONFLICT = "conflict"
+    GUARDRAIL = "guardrail"
+
+
+class MergeLedgerEntry(models.Model):
+    """Append-only: one row per merge, unmerge, blocked edge or guardrail hit. ``actor`` is
+    ``"resolver"``, ``"api:<token name>"`` or ``"admin:<user>"``."""
+
+    id = models.BigAutoField(primary_key=True)
+    action = models.CharField(max_length=16, choices=LedgerAction.choices)
+    # Served by the (profile, created_at) index below.
+    profile = models.ForeignKey(
+        Profile, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
+    )
+    other_profile = models.ForeignKey(
+        Profile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    edge = models.ForeignKey(
+        Edge, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries"
+    )
+    actor = models.CharField(max_length=ACTOR_MAX_LENGTH)
+    reason = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "merge ledger entries"
+        indexes = [models.Index(fields=["profile", "created_at"], name="ledger_profile_time")]
+
+    def __str__(self) -> str:
+        return f"{self.action} of profile {self.profile_id} by {self.actor}"

@@ -8,34 +8,23 @@ blind index key.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from cdp.ingestion.admin import CappedCountPaginator
+from cdp.ops.admin_base import CappedCountPaginator
+from cdp.ops.admin_base import ReadOnlyAdmin as ViewOnlyAdmin
 from identity.models import Edge, Identifier, MergeLedgerEntry, Profile
 
 BLIND_INDEX_PREFIX_BYTES = 4
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View-only: no add, change or delete, and no counts or facets that scan a large table."""
+class ReadOnlyAdmin(ViewOnlyAdmin):
+    """View-only, and no counts or facets that scan a large table."""
 
     paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Profile)

@@ -6,28 +6,21 @@ from django.http import HttpRequest
 
 from cdp.api.models import ApiToken
 from cdp.api.services import api_token_revoke
+from cdp.ops.admin_base import ReadOnlyAdmin
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """Tokens are issued by `manage.py create_api_token` (which shows the secret once) and
+    revoked through the service (the "revoke" action), never deleted, so the record of who had
+    access stays."""
+
     list_display = ["name", "display_prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
     # The digest stays out of the page: it is what a token is looked up and checked by.
     fields = ("name", "display_prefix", "scopes", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
     search_fields = ["name", "display_prefix"]
     actions = ["revoke"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Tokens are issued by `manage.py create_api_token`, which shows the secret once.
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
-        # Read-only: revoking goes through the service, as the "revoke" action.
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
-        # Tokens are revoked, not deleted, so the record of who had access stays.
-        return False
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("cdp_api.change_apitoken")

@@ -1,28 +1,12 @@
 from __future__ import annotations
 
-from typing import Any, cast
-
 from django.contrib import admin
-from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.functional import cached_property
 
 from cdp.ingestion.models import Event, Record, Source
 from cdp.ingestion.services import source_disable
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most ``cap`` rows: an exact ``COUNT(*)`` over the partitioned event table (with
-    or without a filter) reads every partition on each page view. Past the cap the admin shows
-    ``cap`` results and pages through that many, newest first."""
-
-    cap = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        events = cast(QuerySet[Any], self.object_list)
-        return events[: self.cap].count()
+from cdp.ops.admin_base import CappedCountPaginator, ReadOnlyAdmin
 
 
 @admin.register(Source)
@@ -57,7 +41,7 @@ PII_BEARING_EVENT_FIELDS = {"traits", "context"}
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdmin):  # events are append-only; retention drops partitions
     list_display = ["id", "type", "event_name", "source", "timestamp", "received_at"]
     list_filter = ["type", "source"]
     list_select_related = ["source"]
@@ -74,19 +58,9 @@ class EventAdmin(admin.ModelAdmin):
         f.name for f in Event._meta.fields if f.name not in PII_BEARING_EVENT_FIELDS
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
-        # Events are append-only; retention drops whole partitions.
-        return False
-
 
 @admin.register(Record)
-class RecordAdmin(admin.ModelAdmin):
+class RecordAdmin(ReadOnlyAdmin):  # written by the upsert service only
     list_display = ["external_id", "source", "seq", "updated_at"]
     list_filter = ["source"]
     list_select_related = ["source"]
@@ -101,13 +75,3 @@ class RecordAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Record | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Record | None = None) -> bool:
-        # Records are written by the upsert service only.
-        return False

@@ -8,7 +8,7 @@ from cdp.crypto.config import master_key_ring
 from cdp.crypto.errors import MasterKeyError
 from cdp.crypto.selectors import data_key_counts_by_master_key, data_keys_to_rewrap
 from cdp.crypto.services import REWRAP_BATCH_SIZE, master_keys_rewrap
-from cdp.ingestion.management.progress import progress_bar
+from cdp.ops.progress import progress_bar
 
 
 class Command(BaseCommand):

@@ -13,8 +13,8 @@ from cdp.ingestion.importing import (
     file_format_for,
     records_import_file,
 )
-from cdp.ingestion.management.progress import progress_bar
 from cdp.ingestion.selectors import source_by_name
+from cdp.ops.progress import progress_bar
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from cdp.ingestion.demo.seeding import (
     demo_dataset_load,
     demo_password,
 )
-from cdp.ingestion.management.progress import progress_bar
+from cdp.ops.progress import progress_bar
 
 ADMIN_URL = "http://127.0.0.1:8000/admin/"
 MAX_PEOPLE = 100_000

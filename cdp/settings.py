@@ -279,6 +279,20 @@ from identity.normalization import load_identity_config  # noqa: E402 (kept with
 
 load_identity_config(CDP_IDENTITY)
 
+# --- identity: trait survivorship (see identity/survivorship.py) ----------------------------
+CDP_TRAITS: dict[str, Any] = {
+    # most_recent, first_seen, most_frequent or source_priority.
+    "DEFAULT_RULE": os.environ.get("CDP_TRAIT_DEFAULT_RULE") or "most_recent",
+    # Per trait name, e.g. {"plan": "source_priority", "first_name": "most_frequent"}.
+    "RULES": env_json("CDP_TRAIT_RULES_JSON", {}),
+    # Source names strongest first for source_priority; sources left out rank after them.
+    "SOURCE_PRIORITY": env_list("CDP_TRAIT_SOURCE_PRIORITY", []),
+}
+# A misspelt rule stops the process here, not a worker at the first profile it recomputes.
+from identity.survivorship import load_survivorship_config  # noqa: E402 (kept with its section)
+
+load_survivorship_config(CDP_TRAITS)
+
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 if CELERY_BROKER_URL:

@@ -273,6 +273,16 @@ CDP_IDENTITY: dict[str, Any] = {
     "CUSTOM_ID_TRAITS": env_list("CDP_CUSTOM_ID_TRAITS", []),
     # Kinds strongest first for merge rules; kinds left out keep the default order after them.
     "KIND_PRIORITY": env_list("CDP_IDENTIFIER_PRIORITY", []),
+    # Trait names (case-sensitive) whose values ingestion encrypts (cdp/ingestion/pii.py): in
+    # traits, context.traits and context.ip of events, and in CRM record attributes.
+    "PII_TRAITS": env_list(
+        "CDP_PII_TRAITS",
+        [
+            *("email", "phone", "name", "firstName", "lastName", "first_name", "last_name"),
+            *("address", "street", "city", "postalCode", "postcode", "zip"),
+            *("birthday", "birth_date", "ip"),
+        ],
+    ),
 }
 # A bad region code or regex stops the process here, not a worker at its first event.
 from identity.normalization import load_identity_config  # noqa: E402 (kept with its section)

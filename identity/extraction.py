@@ -90,6 +90,29 @@ def event_identifiers(
     return _normalized(raw, config)
 
 
+def event_anchor(
+    *, user_id: object, anonymous_id: object, config: IdentityConfig | None = None
+) -> tuple[str, str] | None:
+    """The identifier an event is anchored on (docs/identity.md): ``("user_id", value)`` when
+    the user id is usable, else ``("anonymous_id", value)``, else None; values normalized.
+
+    Ingestion encrypts an event's PII under this identifier's data key and the resolver anchors
+    the event on it, so both must choose it by this one function: otherwise erasing a person
+    could leave some of their events readable.
+    """
+    config = config or identity_config()
+    for kind, raw in (
+        (IdentifierKind.USER_ID, user_id),
+        (IdentifierKind.ANONYMOUS_ID, anonymous_id),
+    ):
+        if raw is None:
+            continue
+        value = normalize(kind, raw, config=config)
+        if value is not None:
+            return kind, value
+    return None
+
+
 def record_identifiers(
     *,
     source: str,

@@ -190,6 +190,8 @@ _SETTING_KEYS = frozenset(
         "BLOCKED_PATTERNS",
         "CUSTOM_ID_TRAITS",
         "KIND_PRIORITY",
+        # Read by cdp.ingestion.pii (which values are encrypted), not by normalization.
+        "PII_TRAITS",
     }
 )
 

@@ -23,7 +23,7 @@ IndexKey = tuple[str, bytes]
 
 @transaction.atomic
 def identifiers_get_or_create(
-    *, items: Sequence[tuple[str, str]], seen_at: datetime
+    *, items: Sequence[tuple[str, str]], seen_at: datetime, touch_seen: bool = True
 ) -> dict[tuple[str, str], Identifier]:
     """The identifier of each ``(kind, normalized value)``, created when missing; returns them
     keyed by the pairs given.
@@ -33,7 +33,10 @@ def identifiers_get_or_create(
     statement with ``ON CONFLICT DO NOTHING``, sorted by (kind, blind index) so concurrent batches
     take their locks in one order: when another transaction created the same identifier
     meanwhile, both end up with its one row (re-selected here) and the key made for the lost
-    row is destroyed. ``first_seen_at`` / ``last_seen_at`` widen to include ``seen_at``.
+    row is destroyed. ``first_seen_at`` / ``last_seen_at`` widen to include ``seen_at``, unless
+    ``touch_seen`` is False: widening locks the existing rows, and ingestion (which only needs the
+    identifiers' data keys) must never wait on the row locks resolver transactions hold. New rows
+    are created with ``seen_at`` either way.
 
     Values must be normalized (``identity.normalization.normalize``): anything else, a blocked
     value included, is a programming error (ValueError naming the kind only), so a blocked or
@@ -56,7 +59,8 @@ def identifiers_get_or_create(
                 raise RuntimeError("identifiers lost on insert are not visible to re-select")
             found.update(winners)
             existing.extend(winners.values())
-    _widen_seen(existing, seen_at=seen_at)
+    if touch_seen:
+        _widen_seen(existing, seen_at=seen_at)
     return {pair: found[key] for key, pair in wanted.items()}
 
 

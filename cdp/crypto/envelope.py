@@ -57,14 +57,31 @@ def decrypt_many(items: Iterable[tuple[Ciphertext, bytes]]) -> list[str]:
     """Decrypt ``(ciphertext, aad)`` pairs with one query for all uncached data keys.
 
     The first failure raises (``DecryptionFailed``, ``KeyDestroyed`` or ``MasterKeyError``) and
-    nothing is returned; callers showing partly erased data look at ``DataKey.destroyed_at``
-    first.
+    nothing is returned; callers showing partly erased data use ``decrypt_many_unless_erased``.
     """
     pairs = [(bytes(ciphertext), aad) for ciphertext, aad in items]
     key_ids = [data_key_id_of(ciphertext) for ciphertext, _ in pairs]
     aeads = _aeads_for_ids(key_ids)
     return [
         _open(ciphertext, aad=aad, aead=aeads[key_id], key_id=key_id)
+        for (ciphertext, aad), key_id in zip(pairs, key_ids, strict=True)
+    ]
+
+
+def decrypt_many_unless_erased(items: Iterable[tuple[Ciphertext, bytes]]) -> list[str | None]:
+    """``decrypt_many`` for lists that may hold erased values: a ciphertext whose data key was
+    destroyed gives None instead of failing the whole list, with the same one query.
+
+    For readers showing many rows of several people (a page of events), where one erased person
+    must not make everyone else's rows unreadable. Any other failure still raises.
+    """
+    pairs = [(bytes(ciphertext), aad) for ciphertext, aad in items]
+    key_ids = [data_key_id_of(ciphertext) for ciphertext, _ in pairs]
+    aeads = _aeads_for_ids(key_ids, erased=True)
+    return [
+        None
+        if key_id not in aeads
+        else _open(ciphertext, aad=aad, aead=aeads[key_id], key_id=key_id)
         for (ciphertext, aad), key_id in zip(pairs, key_ids, strict=True)
     ]
 
@@ -107,7 +124,9 @@ def _aead_for_key(key: DataKey) -> AESGCM:
     return aead
 
 
-def _aeads_for_ids(key_ids: Sequence[int]) -> dict[int, AESGCM]:
+def _aeads_for_ids(key_ids: Sequence[int], *, erased: bool = False) -> dict[int, AESGCM]:
+    """The ready AEADs of these keys, one query for the uncached ones. With ``erased`` a
+    destroyed key is left out of the result instead of raising ``KeyDestroyed``."""
     found: dict[int, AESGCM] = {}
     missing: set[int] = set()
     for key_id in key_ids:
@@ -119,7 +138,10 @@ def _aeads_for_ids(key_ids: Sequence[int]) -> dict[int, AESGCM]:
     if missing:
         rows = data_keys_material(ids=missing)
         for key_id in sorted(missing):
-            aead = AESGCM(_unwrap_row(rows.get(key_id), key_id=key_id))
+            row = rows.get(key_id)
+            if erased and row is not None and row.destroyed_at is not None:
+                continue
+            aead = AESGCM(_unwrap_row(row, key_id=key_id))
             data_key_cache.put(key_id, aead)
             found[key_id] = aead
     return found

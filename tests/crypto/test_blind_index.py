@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pytest_django import Settings
 
-from cdp.crypto.blind_index import blind_index
+from cdp.crypto.blind_index import blind_index, keyed_digest
 
 
 def test_deterministic_32_bytes() -> None:
@@ -41,3 +45,22 @@ def test_derivation_is_pinned() -> None:
 def test_kind_names_are_checked(kind: str) -> None:
     with pytest.raises(ValueError, match="kind"):
         blind_index(kind, "ada@example.com")
+
+
+def test_keyed_digest_is_a_subkey_of_its_own_and_depends_on_the_key(settings: Settings) -> None:
+    """A content digest over PII must not be confirmable from the table alone (no plain hash),
+    nor equal to any blind index."""
+    data = b'["crm-1","ada@example.com"]'
+    digest = keyed_digest("record-digest", data)
+
+    assert digest == keyed_digest("record-digest", data)
+    assert len(digest) == 64
+    assert digest != hashlib.sha256(data).hexdigest()
+    assert digest != keyed_digest("other-digest", data)
+    root = base64.b64decode(settings.CDP_BLIND_INDEX_KEY)
+    subkey = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"cdp/record-digest/v1"
+    ).derive(root)
+    assert digest == hmac.new(subkey, data, "sha256").hexdigest()
+    settings.CDP_BLIND_INDEX_KEY = base64.b64encode(b"\x08" * 32).decode()
+    assert keyed_digest("record-digest", data) != digest

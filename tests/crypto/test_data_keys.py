@@ -9,11 +9,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 from django.test import Client
-from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
+from pytest_django import DjangoAssertNumQueries, DjangoCaptureOnCommitCallbacks, Settings
 
 from cdp.crypto.config import master_key_ring
-from cdp.crypto.envelope import decrypt, encrypt
-from cdp.crypto.errors import KeyDestroyed, MasterKeyError
+from cdp.crypto.envelope import decrypt, decrypt_many, decrypt_many_unless_erased, encrypt
+from cdp.crypto.errors import DecryptionFailed, KeyDestroyed, MasterKeyError
 from cdp.crypto.key_cache import data_key_cache
 from cdp.crypto.models import DataKey
 from cdp.crypto.services import (
@@ -217,3 +217,26 @@ def test_admin_lists_keys_read_only_without_key_bytes(admin_client: Client) -> N
     assert "wrapped key" not in detail.content.decode().lower()
     assert admin_client.get("/admin/crypto/datakey/add/").status_code == 403
     assert admin_client.post(f"/admin/crypto/datakey/{live.pk}/delete/").status_code == 403
+
+
+def test_decrypt_many_unless_erased_gives_none_for_destroyed_keys_only(
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
+    """One erased person must not make a page of other people's values unreadable."""
+    erased, kept, other = data_keys_create(count=3)
+    items = [
+        (encrypt("erased@example.com", key=erased, aad=b"t:1:v"), b"t:1:v"),
+        (encrypt("kept@example.com", key=kept, aad=b"t:2:v"), b"t:2:v"),
+        (encrypt("other@example.com", key=other, aad=b"t:3:v"), b"t:3:v"),
+    ]
+    data_keys_destroy(ids=[erased.pk])
+    data_key_cache.clear()
+
+    with django_assert_num_queries(1):
+        opened = decrypt_many_unless_erased(items)
+
+    assert opened == [None, "kept@example.com", "other@example.com"]
+    with pytest.raises(KeyDestroyed):
+        decrypt_many(items)  # the strict variant still refuses the whole list
+    with pytest.raises(DecryptionFailed):  # erasure is tolerated, tampering is not
+        decrypt_many_unless_erased([(items[1][0], b"t:3:v")])

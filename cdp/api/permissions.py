@@ -26,6 +26,13 @@ def required_scopes(view: Any, method: str) -> set[str]:
     return set(scopes)
 
 
+def request_has_scope(request: Request, scope: str) -> bool:
+    """Whether the request's API token also holds ``scope``: for views whose output, not their
+    access, depends on a scope (``pii:read`` reveals PII values that are otherwise redacted)."""
+    token = request.auth
+    return isinstance(token, ApiToken) and token.has_scopes({scope})
+
+
 class HasScopes(BasePermission):
     """The request carries an active API token holding every scope the view requires."""
 

@@ -37,7 +37,9 @@ class SourceAdmin(admin.ModelAdmin):
         self.message_user(request, f"Disabled {len(sources)} source(s).")
 
 
-PII_BEARING_EVENT_FIELDS = {"traits", "context"}
+# Traits and context of events stored before PII was encrypted still hold it; ``pii`` is its
+# ciphertext (bytes mean nothing on a page).
+PII_BEARING_EVENT_FIELDS = {"traits", "context", "pii"}
 
 
 @admin.register(Event)

@@ -66,6 +66,9 @@ class Event(models.Model):
     traits = models.JSONField(default=dict)
     context = models.JSONField(default=dict)
     integrations = models.JSONField(default=dict)
+    # The PII taken out of traits and context, encrypted under the anchor identifier's data key
+    # (cdp.ingestion.pii); NULL when the event had none. Read with cdp.ingestion.pii.events_pii.
+    pii = models.BinaryField(null=True, blank=True, editable=False)
     # The identifier resolution anchors the event on (docs/identity.md); the event's profile is
     # that identifier's. NULL until resolved: the unresolved events are the resolver's queue.
     identifier_id = models.BigIntegerField(null=True, blank=True)
@@ -122,7 +125,8 @@ class Record(models.Model):
     """A CRM record, upserted by (source, external_id).
 
     ``seq`` takes a new value from one sequence on every insert or change, so consumers can read
-    records in change order from a durable cursor. ``content_digest`` makes re-imports no-ops.
+    records in change order from a durable cursor. ``content_digest`` (an HMAC, it covers the
+    PII) makes re-imports no-ops.
     """
 
     # Served by the (source, external_id) unique index.
@@ -130,15 +134,11 @@ class Record(models.Model):
         Source, on_delete=models.PROTECT, related_name="records", db_index=False
     )
     external_id = models.CharField(max_length=255)
-    email = models.CharField(max_length=320, blank=True, default="")
-    phone = models.CharField(max_length=64, blank=True, default="")
-    first_name = models.CharField(max_length=200, blank=True, default="")
-    last_name = models.CharField(max_length=200, blank=True, default="")
-    street = models.CharField(max_length=300, blank=True, default="")
-    city = models.CharField(max_length=200, blank=True, default="")
-    postcode = models.CharField(max_length=32, blank=True, default="")
     country = models.CharField(max_length=64, blank=True, default="")
-    birth_date = models.DateField(null=True, blank=True)
+    # The person fields (email, phone, names, address, birth date) and the PII keys of
+    # attributes, encrypted under the record's external identifier's data key; NULL when the
+    # record has none. Read with cdp.ingestion.pii.records_pii.
+    pii = models.BinaryField(null=True, blank=True, editable=False)
     attributes = models.JSONField(default=dict, blank=True)
     content_digest = models.CharField(max_length=64)
     # Resolution sets this to the seq it processed; the record is pending while they differ.

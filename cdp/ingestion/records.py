@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -10,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from cdp.crypto.blind_index import keyed_digest
 from cdp.ingestion.validation import Invalid, ItemError, bounded_text, has_nul
 
 MAX_FIELD_LENGTH = {
@@ -24,6 +24,9 @@ MAX_FIELD_LENGTH = {
     "country": 64,
 }
 TEXT_FIELDS = ("email", "phone", "first_name", "last_name", "street", "city", "postcode", "country")
+# The person fields, stored only encrypted (cdp.ingestion.pii); country stays in clear.
+PII_FIELDS = ("email", "phone", "first_name", "last_name", "street", "city", "postcode")
+DIGEST_PURPOSE = "record-digest"
 ADDRESS_KEYS = {
     "street": "street",
     "city": "city",
@@ -48,8 +51,11 @@ class RecordRow:
     postcode: str
     country: str
     birth_date: date | None
-    attributes: str
+    attributes: str  # JSON text, without the PII keys (those are in ``pii``)
     content_digest: str
+    # JSON text of the PII: the person fields that have a value and ``{"attributes": {...}}``
+    # for attributes named in ``pii_keys``; None when there is none. Encrypted before storing.
+    pii: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +67,18 @@ class RecordError(ItemError):
 
 
 def validate_record(
-    raw: Any, *, index: int, extra_as_attributes: bool = False
+    raw: Any,
+    *,
+    index: int,
+    extra_as_attributes: bool = False,
+    pii_keys: frozenset[str] = frozenset(),
 ) -> RecordRow | RecordError:
     """Validate one record. With ``extra_as_attributes`` unknown keys (CSV columns) become
-    attributes; otherwise they are an error, so API typos are not silently kept."""
+    attributes; otherwise they are an error, so API typos are not silently kept. The person
+    fields and the attributes named in ``pii_keys`` go to ``RecordRow.pii``."""
     external_id = raw.get("external_id") if isinstance(raw, dict) else None
     try:
-        return _validate(raw, extra_as_attributes=extra_as_attributes)
+        return _validate(raw, extra_as_attributes=extra_as_attributes, pii_keys=pii_keys)
     except Invalid as exc:
         return RecordError(
             index=index,
@@ -78,7 +89,7 @@ def validate_record(
         )
 
 
-def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
+def _validate(raw: Any, *, extra_as_attributes: bool, pii_keys: frozenset[str]) -> RecordRow:
     if not isinstance(raw, dict):
         raise Invalid(None, "not_an_object", "Each record must be a JSON object.")
     attributes = raw.get("attributes")
@@ -119,15 +130,26 @@ def _validate(raw: Any, *, extra_as_attributes: bool) -> RecordRow:
         raise Invalid("attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes.")
     if has_nul(encoded_attributes):
         raise Invalid("attributes", "null_character", "Text may not contain the NUL character.")
-    digest = hashlib.sha256(
+    # Keyed, not a plain hash: the digest covers the PII, and a plain hash of it could be
+    # confirmed against guesses by anyone who can read the table.
+    digest = keyed_digest(
+        DIGEST_PURPOSE,
         orjson.dumps([external_id, *(values[name] for name in TEXT_FIELDS), str(birth_date or "")])
-        + encoded_attributes
-    ).hexdigest()
+        + encoded_attributes,
+    )
+    pii: dict[str, Any] = {name: values[name] for name in PII_FIELDS if values[name]}
+    if birth_date is not None:
+        pii["birth_date"] = birth_date.isoformat()
+    if pii_keys and not pii_keys.isdisjoint(attributes):
+        pii["attributes"] = {key: value for key, value in attributes.items() if key in pii_keys}
+        attributes = {key: value for key, value in attributes.items() if key not in pii_keys}
+        encoded_attributes = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS)
     return RecordRow(
         external_id=external_id,
         birth_date=birth_date,
         attributes=encoded_attributes.decode(),
         content_digest=digest,
+        pii=orjson.dumps(pii, option=orjson.OPT_SORT_KEYS).decode() if pii else None,
         **values,
     )
 

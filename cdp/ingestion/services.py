@@ -7,6 +7,7 @@ input travels as one JSON parameter (events, ``jsonb_to_recordset``) or as array
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,16 @@ from django.utils import timezone
 from cdp.api import keys
 from cdp.api.errors import Conflict, InvalidInput, PayloadTooLarge
 from cdp.ingestion.models import Source
+from cdp.ingestion.pii import (
+    PiiItem,
+    SealedPii,
+    base64_or_none,
+    events_pii_seal,
+    pii_keys,
+    pii_seal,
+    record_anchor,
+    record_pii_aad,
+)
 from cdp.ingestion.records import RecordError, RecordRow, validate_record
 from cdp.ingestion.selectors import write_key_cache
 from cdp.ingestion.validation import (
@@ -33,6 +44,7 @@ from cdp.ingestion.validation import (
 )
 
 WRITE_KEY_KIND = "wk"
+logger = logging.getLogger(__name__)
 
 
 # --- sources ----------------------------------------------------------------------------------
@@ -95,6 +107,9 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[EventError] = field(default_factory=list)
+    # Events stored without their PII values: no usable anchor id to encrypt them under (see
+    # cdp.ingestion.pii); the values are dropped, never stored in clear.
+    pii_dropped: int = 0
 
     @property
     def received(self) -> int:
@@ -120,10 +135,12 @@ def events_ingest(
     """Validate, deduplicate and durably store messages; return what happened to each.
 
     ``call_type`` is fixed by single-call endpoints (``/v1/track``) and read from each message's
-    ``type`` for batches. ``sent_at`` and ``context`` are the batch-level values, if any.
+    ``type`` for batches. ``sent_at`` and ``context`` are the batch-level values, if any. PII
+    traits are stored encrypted (``cdp.ingestion.pii``).
     """
     received_at = received_at or timezone.now()
     limits = ingest_limits()
+    keys = pii_keys()
     batch_time = batch_sent_at(sent_at)
     batch_context = context if isinstance(context, dict) else None
     result = IngestResult()
@@ -137,6 +154,7 @@ def events_ingest(
             limits=limits,
             batch_sent_at=batch_time,
             batch_context=batch_context,
+            pii_keys=keys,
         )
         if isinstance(outcome, EventError):
             result.rejected.append(outcome)
@@ -145,7 +163,10 @@ def events_ingest(
         else:
             rows[outcome.message_id] = outcome
     if rows:
-        stored = _insert_events(source_id, list(rows.values()), received_at)
+        valid = list(rows.values())
+        sealed = _seal_pii(source_id, valid, received_at)
+        result.pii_dropped = sealed.dropped if sealed else 0
+        stored = _insert_events(source_id, valid, received_at, sealed)
         result.accepted = stored
         result.duplicates += len(rows) - stored
     return result
@@ -157,7 +178,7 @@ WITH input AS (
         message_id text, type text, event_name text, user_id text, anonymous_id text,
         previous_id text, group_id text, ts timestamptz, original_ts timestamptz,
         sent_at timestamptz, clamped boolean, properties jsonb, traits jsonb, context jsonb,
-        integrations jsonb
+        integrations jsonb, pii text
     )
 ),
 fresh AS (
@@ -171,25 +192,42 @@ fresh AS (
 INSERT INTO ingestion_event (
     source_id, message_id, type, event_name, user_id, anonymous_id, previous_id, group_id,
     timestamp, original_timestamp, sent_at, received_at, clock_skew_clamped,
-    properties, traits, context, integrations
+    properties, traits, context, integrations, pii
 )
 SELECT %(source_id)s, i.message_id, i.type, i.event_name, i.user_id, i.anonymous_id,
        i.previous_id, i.group_id, i.ts, i.original_ts, i.sent_at, %(received_at)s, i.clamped,
-       i.properties, i.traits, i.context, i.integrations
+       i.properties, i.traits, i.context, i.integrations, decode(i.pii, 'base64')
 FROM input i JOIN fresh USING (message_id)
 ORDER BY i.ts
 """
 
 
-def _rows_json(rows: list[EventRow]) -> str:
+def _seal_pii(source_id: int, rows: list[EventRow], received_at: datetime) -> SealedPii | None:
+    """The rows' PII ciphertexts; None (no query, no work) when no row carries PII."""
+    if all(row.pii is None for row in rows):
+        return None
+    sealed = events_pii_seal(source_id=source_id, rows=rows, seen_at=received_at)
+    if sealed.dropped:
+        # Counts only: which values were dropped is itself personal data.
+        logger.warning(
+            "Dropped the PII of %d event(s) of source %d: no usable userId or anonymousId, or "
+            "its key is destroyed",
+            sealed.dropped,
+            source_id,
+        )
+    return sealed
+
+
+def _rows_json(rows: list[EventRow], sealed: SealedPii | None) -> str:
     """The rows as one JSON array of objects, for ``jsonb_to_recordset``.
 
     One orjson call in C replaces fifteen parameter arrays: psycopg dumps text arrays in Python,
     escaping each element with a regex, which cost more than the rest of the request. The JSON
     parts were serialised by validation and are embedded as they are (``Fragment``); parsing the
     whole array as jsonb once is cheaper for PostgreSQL than ``json_to_recordset`` re-parsing each
-    jsonb column's text.
+    jsonb column's text. A PII ciphertext travels as base64 text, decoded in SQL.
     """
+    ciphertexts = sealed.ciphertexts if sealed else [None] * len(rows)
     return orjson.dumps(
         [
             {
@@ -208,19 +246,22 @@ def _rows_json(rows: list[EventRow]) -> str:
                 "traits": orjson.Fragment(r.traits),
                 "context": orjson.Fragment(r.context),
                 "integrations": orjson.Fragment(r.integrations),
+                "pii": base64_or_none(pii),
             }
-            for r in rows
+            for r, pii in zip(rows, ciphertexts, strict=True)
         ]
     ).decode()
 
 
-def _insert_events(source_id: int, rows: list[EventRow], received_at: datetime) -> int:
+def _insert_events(
+    source_id: int, rows: list[EventRow], received_at: datetime, sealed: SealedPii | None
+) -> int:
     """Store the rows whose (source, messageId) is new within the window; return how many."""
     params = {
         "source_id": source_id,
         "received_at": received_at,
         "window_start": received_at - settings.CDP_INGEST["DEDUPE_WINDOW"],
-        "rows": _rows_json(rows),
+        "rows": _rows_json(rows, sealed),
     }
     if connection.in_atomic_block:
         with transaction.atomic(), _server_side_cursor() as cursor:  # a savepoint
@@ -262,6 +303,9 @@ class RecordsResult:
     unchanged: int = 0
     superseded: int = 0  # an earlier copy of an external_id repeated later in the same request
     rejected: list[RecordError] = field(default_factory=list)
+    # Records stored without their PII: the external id is not a usable identifier (blocked)
+    # or its key is destroyed (an erased person); the values are dropped, never kept in clear.
+    pii_dropped: int = 0
 
 
 def records_upsert(
@@ -270,11 +314,16 @@ def records_upsert(
     records: Sequence[Any],
     extra_as_attributes: bool = False,
 ) -> RecordsResult:
-    """Upsert records by (source, external_id); identical content changes nothing."""
+    """Upsert records by (source, external_id); identical content changes nothing. The person
+    fields are stored encrypted under the record's ``external`` identifier (created here when
+    new), see ``cdp.ingestion.pii``."""
     result = RecordsResult()
     rows: dict[str, RecordRow] = {}
+    keys = pii_keys()
     for index, raw in enumerate(records):
-        outcome = validate_record(raw, index=index, extra_as_attributes=extra_as_attributes)
+        outcome = validate_record(
+            raw, index=index, extra_as_attributes=extra_as_attributes, pii_keys=keys
+        )
         if isinstance(outcome, RecordError):
             result.rejected.append(outcome)
         else:
@@ -282,54 +331,66 @@ def records_upsert(
                 result.superseded += 1  # the last version of a repeated id wins
             rows[outcome.external_id] = outcome
     if rows:
-        inserted, updated = _upsert_records(source_id, list(rows.values()))
+        valid = list(rows.values())
+        sealed = _seal_record_pii(source_id, valid)
+        result.pii_dropped = sealed.dropped
+        inserted, updated = _upsert_records(source_id, valid, sealed.ciphertexts)
         result.created, result.updated = inserted, updated
         result.unchanged = len(rows) - inserted - updated
     return result
 
 
+def _seal_record_pii(source_id: int, rows: list[RecordRow]) -> SealedPii:
+    source_name = Source.objects.values_list("name", flat=True).get(pk=source_id)
+    items = [
+        PiiItem(
+            plaintext=row.pii,
+            anchor=None
+            if row.pii is None
+            else record_anchor(source_name=source_name, external_id=row.external_id),
+            aad=record_pii_aad(source_id=source_id, external_id=row.external_id),
+        )
+        for row in rows
+    ]
+    sealed = pii_seal(items=items, seen_at=timezone.now())
+    if sealed.dropped:
+        logger.warning(
+            "Dropped the PII of %d record(s) of source %d: external id not usable as an "
+            "identifier, or its key is destroyed",
+            sealed.dropped,
+            source_id,
+        )
+    return sealed
+
+
 _UPSERT_RECORDS = """
 INSERT INTO ingestion_record AS r (
-    source_id, external_id, email, phone, first_name, last_name, street, city, postcode, country,
-    birth_date, attributes, content_digest, seq, created_at, updated_at
+    source_id, external_id, country, pii, attributes, content_digest, seq, created_at, updated_at
 )
-SELECT %(source_id)s, t.external_id, t.email, t.phone, t.first_name, t.last_name, t.street,
-       t.city, t.postcode, t.country, t.birth_date, t.attributes::jsonb, t.content_digest,
+SELECT %(source_id)s, t.external_id, t.country, t.pii, t.attributes::jsonb, t.content_digest,
        nextval('ingestion_record_seq'), now(), now()
 FROM unnest(
-    %(external_id)s::text[], %(email)s::text[], %(phone)s::text[], %(first_name)s::text[],
-    %(last_name)s::text[], %(street)s::text[], %(city)s::text[], %(postcode)s::text[],
-    %(country)s::text[], %(birth_date)s::date[], %(attributes)s::text[], %(content_digest)s::text[]
-) AS t(external_id, email, phone, first_name, last_name, street, city, postcode, country,
-       birth_date, attributes, content_digest)
+    %(external_id)s::text[], %(country)s::text[], %(pii)s::bytea[], %(attributes)s::text[],
+    %(content_digest)s::text[]
+) AS t(external_id, country, pii, attributes, content_digest)
 ORDER BY t.external_id
 ON CONFLICT (source_id, external_id) DO UPDATE SET
-    email = EXCLUDED.email, phone = EXCLUDED.phone, first_name = EXCLUDED.first_name,
-    last_name = EXCLUDED.last_name, street = EXCLUDED.street, city = EXCLUDED.city,
-    postcode = EXCLUDED.postcode, country = EXCLUDED.country, birth_date = EXCLUDED.birth_date,
-    attributes = EXCLUDED.attributes, content_digest = EXCLUDED.content_digest,
-    seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at
+    country = EXCLUDED.country, pii = EXCLUDED.pii, attributes = EXCLUDED.attributes,
+    content_digest = EXCLUDED.content_digest, seq = EXCLUDED.seq,
+    updated_at = EXCLUDED.updated_at
 WHERE r.content_digest <> EXCLUDED.content_digest
 RETURNING (xmax = 0) AS inserted
 """
 
 
-def _upsert_records(source_id: int, rows: list[RecordRow]) -> tuple[int, int]:
-    columns = (
-        "external_id",
-        "email",
-        "phone",
-        "first_name",
-        "last_name",
-        "street",
-        "city",
-        "postcode",
-        "country",
-        "birth_date",
-        "attributes",
-        "content_digest",
-    )
-    params: dict[str, Any] = {name: [getattr(r, name) for r in rows] for name in columns}
+def _upsert_records(
+    source_id: int, rows: list[RecordRow], ciphertexts: list[bytes | None]
+) -> tuple[int, int]:
+    params: dict[str, Any] = {
+        name: [getattr(r, name) for r in rows]
+        for name in ("external_id", "country", "attributes", "content_digest")
+    }
+    params["pii"] = ciphertexts
     params["source_id"] = source_id
     with transaction.atomic(), _server_side_cursor() as cursor:
         cursor.execute(_UPSERT_RECORDS, params)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from cdp.ingestion.models import EventType
+from cdp.ingestion.pii import event_pii_part, event_pii_take
 
 CALL_TYPES = frozenset(EventType.values)
 MAX_ID_LENGTH = 255
@@ -76,6 +77,9 @@ class EventRow:
     traits: str
     context: str
     integrations: str
+    # The PII taken out of traits and context (``cdp.ingestion.pii``), as JSON text
+    # ``{path: value}``; None when there was none. Ingestion encrypts it before storing.
+    pii: str | None = None
 
 
 def validate_event(
@@ -87,8 +91,10 @@ def validate_event(
     limits: Limits,
     batch_sent_at: datetime | None = None,
     batch_context: dict[str, Any] | None = None,
+    pii_keys: frozenset[str] = frozenset(),
 ) -> EventRow | EventError:
-    """Validate one message; ``call_type`` is fixed by the endpoint, or read from ``type``."""
+    """Validate one message; ``call_type`` is fixed by the endpoint, or read from ``type``.
+    The values of ``pii_keys`` are taken out of its traits and context into ``EventRow.pii``."""
     message_id = raw.get("messageId") if isinstance(raw, dict) else None
     try:
         return _validate(
@@ -98,6 +104,7 @@ def validate_event(
             limits=limits,
             batch_sent_at=batch_sent_at,
             batch_context=batch_context,
+            pii_keys=pii_keys,
         )
     except Invalid as exc:
         return EventError(
@@ -117,6 +124,7 @@ def _validate(
     limits: Limits,
     batch_sent_at: datetime | None,
     batch_context: dict[str, Any] | None,
+    pii_keys: frozenset[str],
 ) -> EventRow:
     if not isinstance(raw, dict):
         raise Invalid(None, "not_an_object", "Each event must be a JSON object.")
@@ -152,14 +160,17 @@ def _validate(
     if batch_context:
         parts["context"] = {**batch_context, **parts["context"]}
     _keep_top_level_fields(raw, kind, parts)
+    pii = event_pii_take(parts, pii_keys)
     encoded = {name: orjson.dumps(value) for name, value in parts.items()}
-    size = sum(len(value) for value in encoded.values())
+    encoded_pii = orjson.dumps(pii) if pii else b""
+    size = sum(len(value) for value in encoded.values()) + len(encoded_pii)
     if size > limits.max_event_bytes:
         raise Invalid(
             None, "event_too_large", f"Event is larger than {limits.max_event_bytes} bytes."
         )
+    nul_in_pii = _parts_with_nul(pii) if has_nul(encoded_pii) else set()
     for name, value in encoded.items():
-        if has_nul(value):
+        if name in nul_in_pii or has_nul(value):
             raise Invalid(name, "null_character", "Text may not contain the NUL character.")
 
     original = _optional_time(raw, "originalTimestamp") or _optional_time(raw, "timestamp")
@@ -187,7 +198,13 @@ def _validate(
         traits=encoded["traits"].decode(),
         context=encoded["context"].decode(),
         integrations=encoded["integrations"].decode(),
+        pii=encoded_pii.decode() if pii else None,
     )
+
+
+def _parts_with_nul(pii: dict[str, Any]) -> set[str]:
+    """The parts (traits, context) whose PII holds a NUL, so the error names where it was."""
+    return {event_pii_part(path) for path, value in pii.items() if has_nul(orjson.dumps(value))}
 
 
 # A NUL is written ``\u0000`` by orjson; text that merely shows that escape has its backslash

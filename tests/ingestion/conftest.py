@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+from datetime import date
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -11,7 +13,9 @@ from django.conf import settings
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from cdp.ingestion.models import Event
+from cdp.ingestion.models import Event, Record
+from cdp.ingestion.pii import events_pii, records_pii, restore_event_pii
+from cdp.ingestion.records import PII_FIELDS
 from cdp.ingestion.services import SourceWithKey, source_create
 from tests.conftest import basic_auth, post_raw
 
@@ -33,6 +37,30 @@ def gzipped(body: Any) -> bytes:
 
 def stored_events() -> list[Event]:
     return list(Event.objects.order_by("id"))
+
+
+def event_traits_and_context(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An event's traits and context as sent: the stored ones with the decrypted PII back."""
+    [pii] = events_pii([(event.pii, event.source_id, event.message_id)])
+    return restore_event_pii(traits=event.traits, context=event.context, pii=pii)
+
+
+def record_fields(record: Record) -> SimpleNamespace:
+    """A record as it was sent: its columns, and its person fields decrypted through
+    ``records_pii`` ("" or None when absent), attributes with their PII keys back."""
+    [pii] = records_pii([record])
+    columns = {field.attname: getattr(record, field.attname) for field in Record._meta.fields}
+    fields = {name: pii.get(name, "") for name in PII_FIELDS}
+    birth_date = pii.get("birth_date")
+    return SimpleNamespace(
+        **{
+            **columns,
+            **fields,
+            "pk": record.pk,
+            "birth_date": None if birth_date is None else date.fromisoformat(birth_date),
+            "attributes": {**record.attributes, **pii.get("attributes", {})},
+        }
+    )
 
 
 def assert_error_contract(body: dict[str, Any], *, with_errors: bool = False) -> None:

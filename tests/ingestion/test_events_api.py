@@ -136,7 +136,7 @@ def test_lists_events_newest_first_with_their_fields(
         "u1",
     )
     assert first["properties"] == {"n": 1}
-    assert first["context"] == {"ip": "10.0.0.1"}
+    assert first["context"] == {"ip": "[redacted]"}  # a PII value; the token lacks pii:read
     assert body["results"][0]["previousId"] == "a1"
 
 

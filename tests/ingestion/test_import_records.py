@@ -14,8 +14,15 @@ from django.core.management import CommandError, call_command
 from cdp.ingestion import importing
 from cdp.ingestion.models import Record
 from cdp.ingestion.services import SourceWithKey, source_create, source_disable
+from tests.ingestion.conftest import record_fields
 
 pytestmark = pytest.mark.django_db
+
+
+def stored(**lookup: Any) -> Any:
+    """The record matching ``lookup``, person fields decrypted."""
+    return record_fields(Record.objects.get(**lookup))
+
 
 HEADER = "external_id,email,phone,first_name,last_name,address,city,zip,country,birth_date,tier\n"
 ALICE = "c-1,alice@example.com,+44 20 7946 0000,Alice,Liddell,1 Rabbit Hole,Oxford,OX1 1AA,GB,1990-02-03,gold\n"  # noqa: E501
@@ -54,7 +61,7 @@ def test_csv_rows_become_records_and_the_summary_counts_them(
     summary, _ = run(path)
 
     assert summary == "created=3 updated=0 unchanged=0 superseded=0 rejected=0"
-    alice = Record.objects.get(source=crm.source, external_id="c-1")
+    alice = stored(source=crm.source, external_id="c-1")
     assert (alice.email, alice.phone, alice.first_name, alice.last_name) == (
         "alice@example.com", "+44 20 7946 0000", "Alice", "Liddell"
     )  # fmt: skip
@@ -69,7 +76,7 @@ def test_csv_rows_become_records_and_the_summary_counts_them(
 def test_empty_cells_mean_no_value(crm: SourceWithKey, tmp_path: Path) -> None:
     run(write(tmp_path, "people.csv", HEADER + BOB))
 
-    bob = Record.objects.get(external_id="c-2")
+    bob = stored(external_id="c-2")
     assert (bob.phone, bob.street, bob.birth_date) == ("", "", None)
     assert bob.attributes == {}  # no "tier": "" attribute either
 
@@ -94,7 +101,7 @@ def test_a_changed_row_is_updated_and_the_rest_unchanged(
     summary, _ = run(write(tmp_path, "people.csv", HEADER + ALICE + BOB + changed))
 
     assert summary == "created=0 updated=1 unchanged=2 superseded=0 rejected=0"
-    assert Record.objects.get(external_id="c-3").attributes == {"tier": "gold"}
+    assert stored(external_id="c-3").attributes == {"tier": "gold"}
 
 
 def test_jsonl_lines_are_records(crm: SourceWithKey, tmp_path: Path) -> None:
@@ -107,8 +114,8 @@ def test_jsonl_lines_are_records(crm: SourceWithKey, tmp_path: Path) -> None:
     summary, _ = run(path)
 
     assert summary == "created=2 updated=0 unchanged=0 superseded=0 rejected=0"
-    assert Record.objects.get(external_id="j-1").city == "Lyon"
-    assert Record.objects.get(external_id="j-2").attributes == {"plan": "pro", "score": 7}
+    assert stored(external_id="j-1").city == "Lyon"
+    assert stored(external_id="j-2").attributes == {"plan": "pro", "score": 7}
 
 
 def test_format_option_overrides_the_extension(crm: SourceWithKey, tmp_path: Path) -> None:
@@ -194,7 +201,7 @@ def test_a_byte_order_mark_is_ignored(crm: SourceWithKey, tmp_path: Path) -> Non
 
     assert run(csv_path)[0] == "created=1 updated=0 unchanged=0 superseded=0 rejected=0"
     assert run(jsonl_path)[0] == "created=1 updated=0 unchanged=0 superseded=0 rejected=0"
-    assert Record.objects.get(external_id="c-1").attributes == {"tier": "gold"}
+    assert stored(external_id="c-1").attributes == {"tier": "gold"}
 
 
 def test_quoted_cells_may_hold_commas_and_newlines(crm: SourceWithKey, tmp_path: Path) -> None:
@@ -204,7 +211,7 @@ def test_quoted_cells_may_hold_commas_and_newlines(crm: SourceWithKey, tmp_path:
     summary, _ = run(write(tmp_path, "people.csv", rows))
 
     assert summary == "created=2 updated=0 unchanged=0 superseded=0 rejected=1"
-    assert Record.objects.get(external_id="c-1").street == "1 Main St, Apt 2\nBack door"
+    assert stored(external_id="c-1").street == "1 Main St, Apt 2\nBack door"
     assert rejects(tmp_path / "people.csv.rejects.jsonl")[0]["line"] == 5
 
 
@@ -273,4 +280,4 @@ def test_a_repeated_external_id_is_counted_as_superseded(
     summary = run(path)[0]
 
     assert summary == "created=1 updated=0 unchanged=0 superseded=1 rejected=0"
-    assert Record.objects.get(external_id="r1").email == "second@example.com"
+    assert stored(external_id="r1").email == "second@example.com"

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from cdp.ingestion.models import Record
 from cdp.ingestion.services import SourceWithKey
 from tests.conftest import post_json
-from tests.ingestion.conftest import assert_error_contract, ingest_settings
+from tests.ingestion.conftest import assert_error_contract, ingest_settings, record_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -31,8 +31,9 @@ def upsert(client: APIClient, *records: Any) -> Any:
     return post_json(client, "/v1/records", {"records": list(records)})
 
 
-def record(external_id: str) -> Record:
-    return Record.objects.get(external_id=external_id)
+def record(external_id: str) -> Any:
+    """The stored record with its person fields decrypted."""
+    return record_fields(Record.objects.get(external_id=external_id))
 
 
 def counts(response: Any) -> tuple[int, int, int]:

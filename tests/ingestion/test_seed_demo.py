@@ -15,6 +15,7 @@ from django.core.management import call_command
 from cdp.api import keys
 from cdp.api.models import ApiToken, Scope
 from cdp.ingestion.models import Event, Record, Source
+from cdp.ingestion.pii import events_pii
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +61,12 @@ def test_creates_login_sources_token_and_data(state_dir: Path) -> None:
     events = Event.objects.filter(source=web)
     stored_types = set(events.values_list("type", flat=True))
     assert {"page", "track", "identify", "screen"} <= stored_types
-    assert events.filter(type="identify", traits__has_key="email").exists()
+    identifies = list(events.filter(type="identify"))
+    assert any(
+        "traits.email" in pii
+        for pii in events_pii([(e.pii, e.source_id, e.message_id) for e in identifies])
+    )
+    assert not events.filter(traits__has_key="email").exists()  # only encrypted
     assert events.filter(event_name="Order Completed", properties__has_key="revenue").exists()
     assert Record.objects.filter(source=crm).exists()
     assert f"stored={events.count()} duplicate=0 rejected=0" in printed["output"]

@@ -16,11 +16,12 @@ from cdp.api.errors import InvalidInput, PayloadTooLarge
 from cdp.api.models import Scope
 from cdp.api.pagination import IdCursorPagination
 from cdp.api.parsers import DEFAULT_MAX_BODY_BYTES
-from cdp.api.permissions import IsSource
+from cdp.api.permissions import IsSource, request_has_scope
 from cdp.api.throttling import SourceRateThrottle
 from cdp.ingestion import selectors, services
 from cdp.ingestion.api import serializers as s
 from cdp.ingestion.models import EventType
+from cdp.ingestion.pii import REDACTED, events_show_pii
 from cdp.ingestion.selectors import SourcePrincipal
 
 ERRORS = {
@@ -178,6 +179,11 @@ class EventListView(APIView):
     @extend_schema(
         operation_id="events_list",
         summary="Stored events, newest first (cursor-paginated)",
+        description=(
+            "PII values in traits and context (the CDP_PII_TRAITS keys of traits, "
+            "context.traits and context.ip) are shown only to tokens that also hold the "
+            f"pii:read scope; otherwise each is present with the value {REDACTED!r}."
+        ),
         tags=["events"],
         parameters=[s.EventFilterSerializer],
         responses={200: s.EventOutputSerializer(many=True)},
@@ -194,5 +200,6 @@ class EventListView(APIView):
             event_name=data.get("event"),
         )
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(events, request, view=self)
+        page = paginator.paginate_queryset(events, request, view=self) or []
+        events_show_pii(page, reveal=request_has_scope(request, Scope.PII_READ))
         return paginator.get_paginated_response(s.EventOutputSerializer(page, many=True).data)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from django.conf import settings
@@ -40,6 +40,9 @@ from identity.extraction import event_anchor
 from identity.kinds import IdentifierKind, external_value
 from identity.models import Identifier
 from identity.normalization import normalize
+
+if TYPE_CHECKING:  # validation imports this module for event_pii_take
+    from cdp.ingestion.validation import EventRow
 
 REDACTED = "[redacted]"
 TRAITS = "traits."
@@ -120,8 +123,6 @@ def restore_event_pii(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """New ``traits`` and ``context`` with the values of ``pii`` (``events_pii``) put back at
     their paths; the dicts given are not changed."""
-    if not pii:
-        return traits, context
     traits, context = dict(traits), dict(context)
     context_traits: dict[str, Any] | None = None
     for path, value in pii.items():
@@ -170,10 +171,10 @@ class PiiItem:
     aad: bytes
 
 
-def events_pii_seal(*, source_id: int, rows: Sequence[Any], seen_at: datetime) -> SealedPii:
-    """Encrypt the PII of validated event rows (``EventRow``: ``pii``, ids, ``message_id``)
-    under their anchors' data keys. Rows without PII cost nothing; the rest cost one
-    ``identifiers_get_or_create`` for the batch's distinct anchors."""
+def events_pii_seal(*, source_id: int, rows: Sequence[EventRow], seen_at: datetime) -> SealedPii:
+    """Encrypt the PII of validated event rows under their anchors' data keys. Rows without PII
+    cost nothing; the rest cost one ``identifiers_get_or_create`` for the batch's distinct
+    anchors."""
     items = [
         PiiItem(
             plaintext=row.pii,

@@ -163,8 +163,9 @@ def _close_connections(session: requests.Session) -> None:
 def read_events(
     live_server: Any, make_token: Callable[..., str]
 ) -> Callable[..., list[dict[str, Any]]]:
-    """``read_events(user_id=...)`` -> the stored events, through the management API."""
-    token = make_token("events:read")
+    """``read_events(user_id=...)`` -> the stored events, through the management API (with
+    ``pii:read``: the PII traits are compared as sent, not redacted)."""
+    token = make_token("events:read", "pii:read")
 
     def read(**filters: str) -> list[dict[str, Any]]:
         response = requests.get(

@@ -346,3 +346,45 @@ def test_a_rejected_batch_reaches_on_error(
     assert getattr(error, "message", None) == "Invalid write key."
     assert [s.status for s in sdk.sent] == [401]
     assert [e for e in read_events() if e["messageId"] == message_id] == []
+
+
+def test_an_identified_user_can_be_looked_up_after_resolution(
+    live_server: Any, write_key: str, make_token: Callable[..., str]
+) -> None:
+    """The whole path: an unmodified SDK's identify call, the resolver, the profile lookup API."""
+    # Imported here: the resolver is the test process's, like a worker's would be.
+    from identity.services.resolution import resolve_pending
+
+    run = uuid.uuid4().hex[:8]
+    user_id = f"user-{run}"
+    for made in _make_sdk(SEGMENT, live_server.url, write_key):
+        made.client.identify(
+            user_id, {"email": f"Ada.{run}@Example.com", "plan": "pro"}, anonymous_id=f"a-{run}"
+        )
+        made.flush()
+        assert made.errors == []
+        assert [sent.status for sent in made.sent] == [200]
+
+    resolve_pending()
+
+    token = make_token("profiles:read", "pii:read")
+    response = requests.get(
+        f"{live_server.url}/v1/profiles/lookup",
+        params={"user_id": user_id},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    profile = response.json()
+    assert profile["event_count"] == 1
+    assert profile["identifier_counts"] == {"anonymous_id": 1, "email": 1, "user_id": 1}
+    traits = profile["traits"]
+    assert (traits["plan"]["value"], traits["plan"]["source"]) == ("pro", "web")
+    assert (traits["email"]["value"], traits["email"]["pii"]) == (f"Ada.{run}@Example.com", True)
+    by_email = requests.get(
+        f"{live_server.url}/v1/profiles/lookup",
+        params={"email": f" ada.{run}@example.COM "},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert by_email.json()["id"] == profile["id"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
 from cdp.crypto.config import MasterKeyRing, master_key_ring
@@ -24,6 +24,8 @@ from cdp.crypto.key_cache import data_key_cache
 from cdp.crypto.models import DataKey
 from cdp.crypto.selectors import data_keys_to_rewrap
 from cdp.crypto.wrapping import data_key_unwrap, data_key_wrap
+from cdp.ops.bulk import rows_insert
+from cdp.ops.sequences import next_ids
 
 DATA_KEY_BYTES = 32
 REWRAP_BATCH_SIZE = 500
@@ -47,7 +49,7 @@ def data_keys_create(*, count: int) -> list[DataKey]:
         return []
     master_key = master_key_ring().newest
     keys = []
-    for data_key_id in _reserve_ids(count):
+    for data_key_id in next_ids(DataKey._meta.db_table, count):
         raw = os.urandom(DATA_KEY_BYTES)
         keys.append(
             DataKey(
@@ -56,7 +58,18 @@ def data_keys_create(*, count: int) -> list[DataKey]:
                 master_key_id=master_key.key_id,
             )
         )
-    DataKey.objects.bulk_create(keys, batch_size=1000)
+    rows_insert(
+        DataKey._meta.db_table,
+        {
+            "id": ("bigint[]", [key.pk for key in keys]),
+            "wrapped_key": ("bytea[]", [key.wrapped_key for key in keys]),
+            "master_key_id": ("varchar[]", [key.master_key_id for key in keys]),
+            "created_at": ("timestamptz[]", [key.created_at for key in keys]),
+        },
+    )
+    for key in keys:
+        key._state.adding = False
+        key._state.db = DEFAULT_DB_ALIAS
     return keys
 
 
@@ -120,12 +133,3 @@ def _rewrap_batch(*, ring: MasterKeyRing, after_id: int, batch_size: int) -> lis
         row.master_key_id = ring.newest.key_id
     DataKey.objects.bulk_update(rows, ["wrapped_key", "master_key_id"])
     return [row.pk for row in rows]
-
-
-def _reserve_ids(count: int) -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [DataKey._meta.db_table, count],
-        )
-        return [row[0] for row in cursor.fetchall()]

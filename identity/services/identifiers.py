@@ -5,15 +5,18 @@ Values are PII: no message, log line or exception here carries one (kinds and id
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from django.db import DEFAULT_DB_ALIAS, connection, transaction
 
 from cdp.crypto.blind_index import blind_index
 from cdp.crypto.envelope import encrypt
 from cdp.crypto.services import data_keys_create, data_keys_destroy
+from cdp.ops.sequences import next_ids
 from identity.models import Identifier
 from identity.normalization import normalize
 
@@ -77,26 +80,54 @@ def _index_keys(items: Iterable[tuple[str, str]]) -> dict[IndexKey, tuple[str, s
     return dict(sorted(keys.items()))
 
 
+# One JSON parameter, not one array per column: psycopg would dump (and Django's client-side
+# binding quote) arrays element by element in Python, which dominated a resolver batch.
 _SELECT = """
-SELECT i.* FROM identity_identifier i
-JOIN unnest(%s::varchar[], %s::bytea[]) AS t(kind, blind_index)
-  ON i.kind = t.kind AND i.blind_index = t.blind_index
+SELECT i.id, i.kind, i.blind_index, i.data_key_id, i.profile_id, i.first_seen_at,
+       i.last_seen_at, i.first_profile_id
+FROM identity_identifier i
+JOIN jsonb_to_recordset(%s::jsonb) AS t(kind varchar, blind_index text)
+  ON i.kind = t.kind AND i.blind_index = decode(t.blind_index, 'base64')
 """
+# What resolution and ingestion need of a node, in the model's field order (``from_db`` reads
+# values in that order); the other fields load on first access.
+_SELECTED = (
+    "id",
+    "kind",
+    "blind_index",
+    "data_key_id",
+    "profile_id",
+    "first_seen_at",
+    "last_seen_at",
+    "first_profile_id",
+)
 
 
 def _select(keys: Iterable[IndexKey]) -> dict[IndexKey, Identifier]:
-    kinds, indexes = _columns(keys)
-    rows = Identifier.objects.raw(_SELECT, [kinds, indexes])
+    document = orjson.dumps(
+        [{"kind": kind, "blind_index": _b64(index)} for kind, index in keys]
+    ).decode()
+    with connection.cursor() as cursor:
+        cursor.execute(_SELECT, [document])
+        rows = [
+            Identifier.from_db(DEFAULT_DB_ALIAS, _SELECTED, (*row[:2], bytes(row[2]), *row[3:]))
+            for row in cursor.fetchall()
+        ]
     return {(row.kind, bytes(row.blind_index)): row for row in rows}
+
+
+def _b64(value: bytes | memoryview) -> str:
+    return base64.b64encode(value).decode("ascii")
 
 
 _INSERT = """
 INSERT INTO identity_identifier
     (id, kind, blind_index, value_ciphertext, data_key_id, first_seen_at, last_seen_at)
-SELECT t.id, t.kind, t.blind_index, t.value_ciphertext, t.data_key_id, %(seen_at)s, %(seen_at)s
-FROM unnest(
-    %(id)s::bigint[], %(kind)s::varchar[], %(blind_index)s::bytea[],
-    %(value_ciphertext)s::bytea[], %(data_key_id)s::bigint[]
+SELECT t.id, t.kind, decode(t.blind_index, 'base64'), decode(t.value_ciphertext, 'base64'),
+       t.data_key_id, %(seen_at)s, %(seen_at)s
+FROM ROWS FROM (
+    jsonb_to_recordset(%(rows)s::jsonb)
+        AS (id bigint, kind varchar, blind_index text, value_ciphertext text, data_key_id bigint)
 ) WITH ORDINALITY AS t(id, kind, blind_index, value_ciphertext, data_key_id, position)
 ORDER BY t.position
 ON CONFLICT (kind, blind_index) DO NOTHING
@@ -109,7 +140,7 @@ def _insert(
 ) -> tuple[dict[IndexKey, Identifier], list[IndexKey]]:
     """Insert ``missing`` (sorted); returns the rows created and the keys another transaction
     created first. Those rows' data keys are destroyed: they encrypted nothing stored."""
-    ids = _reserve_ids(len(missing))
+    ids = next_ids(Identifier._meta.db_table, len(missing))
     keys = data_keys_create(count=len(missing))
     rows = []
     for identifier_id, data_key, (kind, index) in zip(ids, keys, missing, strict=True):
@@ -129,11 +160,18 @@ def _insert(
         rows.append(row)
     params: dict[str, Any] = {
         "seen_at": seen_at,
-        "id": [row.pk for row in rows],
-        "kind": [row.kind for row in rows],
-        "blind_index": [row.blind_index for row in rows],
-        "value_ciphertext": [row.value_ciphertext for row in rows],
-        "data_key_id": [row.data_key_id for row in rows],
+        "rows": orjson.dumps(
+            [
+                {
+                    "id": row.pk,
+                    "kind": row.kind,
+                    "blind_index": _b64(row.blind_index),
+                    "value_ciphertext": _b64(row.value_ciphertext),
+                    "data_key_id": row.data_key_id,
+                }
+                for row in rows
+            ]
+        ).decode(),
     }
     with connection.cursor() as cursor:
         cursor.execute(_INSERT, params)
@@ -175,17 +213,3 @@ def _widen_seen(rows: Sequence[Identifier], *, seen_at: datetime) -> None:
         for identifier_id, first_seen_at, last_seen_at in cursor.fetchall():
             stale[identifier_id].first_seen_at = first_seen_at
             stale[identifier_id].last_seen_at = last_seen_at
-
-
-def _reserve_ids(count: int) -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [Identifier._meta.db_table, count],
-        )
-        return sorted(row[0] for row in cursor.fetchall())
-
-
-def _columns(keys: Iterable[IndexKey]) -> tuple[list[str], list[bytes]]:
-    pairs = list(keys)
-    return [kind for kind, _ in pairs], [index for _, index in pairs]

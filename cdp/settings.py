@@ -303,6 +303,24 @@ from identity.survivorship import load_survivorship_config  # noqa: E402 (kept w
 
 load_survivorship_config(CDP_TRAITS)
 
+# --- identity: merge rules and the resolver (see identity/rules.py) --------------------------
+CDP_MERGE_RULES: dict[str, Any] = {
+    # {kind: maximum or null}, replacing the defaults of the kinds named (user_id 1, email 5,
+    # phone 5, device_id 20, anonymous_id 200), e.g. {"email": 10, "device_id": null}.
+    "LIMITS": env_json("CDP_MERGE_LIMITS_JSON", {}),
+    # Mega-profile guardrail: a merge past this many identifiers is refused and recorded.
+    "MAX_PROFILE_IDENTIFIERS": env_int("CDP_MAX_PROFILE_IDENTIFIERS", 1000),
+}
+from identity.rules import load_merge_rules  # noqa: E402 (kept with its section)
+
+load_merge_rules(CDP_MERGE_RULES)
+CDP_RESOLVER: dict[str, Any] = {
+    "BATCH_SIZE": env_int("CDP_RESOLVER_BATCH_SIZE", 1000),
+    # Ingestion enqueues a resolver run on commit; the periodic run catches anything missed.
+    "ENQUEUE_ON_INGEST": env_bool("CDP_RESOLVER_ENQUEUE_ON_INGEST", True),
+    "PERIOD_SECONDS": env_int("CDP_RESOLVER_PERIOD_SECONDS", 10),
+}
+
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 if CELERY_BROKER_URL:
@@ -338,6 +356,11 @@ CELERY_BEAT_SCHEDULE = {
     "prune-message-ids": {
         "task": "cdp.ingestion.tasks.prune_message_ids",
         "schedule": timedelta(hours=1),
+    },
+    # Catches whatever an enqueue on commit missed (a broker outage, a worker crash).
+    "resolve-pending-events": {
+        "task": "identity.tasks.resolve_pending_events",
+        "schedule": timedelta(seconds=CDP_RESOLVER["PERIOD_SECONDS"]),
     },
 }
 

@@ -19,34 +19,35 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from identity.rules import MergeRules
 
+K = TypeVar("K", bound=Hashable)
+
 
 @dataclass(frozen=True, slots=True)
-class LinkOutcome:
+class LinkOutcome(Generic[K]):
     applied: bool
     conflict: str = ""
     # The two roots joined (None when already one component or refused), kept first.
-    kept: Hashable | None = None
-    absorbed: Hashable | None = None
+    kept: K | None = None
+    absorbed: K | None = None
 
 
-class Components:
+class Components(Generic[K]):
     """Union-find over hashable keys. A key stands for one identifier or a whole seeded
     component (an existing profile); ``rank`` orders roots so the *oldest* survives a union:
     lower rank wins (the resolver passes profile ids, orphans rank after every profile)."""
 
     def __init__(self, rules: MergeRules) -> None:
         self.rules = rules
-        self._parent: dict[Hashable, Hashable] = {}
-        self._counts: dict[Hashable, Counter[str]] = {}
-        self._size: dict[Hashable, int] = {}
-        self._rank: dict[Hashable, tuple[int, ...]] = {}
+        self._parent: dict[K, K] = {}
+        self._counts: dict[K, Counter[str]] = {}
+        self._size: dict[K, int] = {}
+        self._rank: dict[K, tuple[int, ...]] = {}
 
-    def add(
-        self, key: Hashable, *, counts: Mapping[str, int], rank: tuple[int, ...]
-    ) -> None:
+    def add(self, key: K, *, counts: Mapping[str, int], rank: tuple[int, ...]) -> None:
         """Seed a component (``counts``: its identifiers per kind). Adding a key twice is a
         programming error."""
         if key in self._parent:
@@ -56,10 +57,10 @@ class Components:
         self._size[key] = sum(counts.values())
         self._rank[key] = rank
 
-    def __contains__(self, key: Hashable) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._parent
 
-    def find(self, key: Hashable) -> Hashable:
+    def find(self, key: K) -> K:
         parent = self._parent
         root = key
         while parent[root] != root:
@@ -68,7 +69,7 @@ class Components:
             parent[key], key = root, parent[key]
         return root
 
-    def link(self, a: Hashable, b: Hashable) -> LinkOutcome:
+    def link(self, a: K, b: K) -> LinkOutcome[K]:
         """Join the components of ``a`` and ``b`` unless a merge rule forbids it."""
         root_a, root_b = self.find(a), self.find(b)
         if root_a == root_b:
@@ -84,14 +85,14 @@ class Components:
         del self._size[absorbed]
         return LinkOutcome(applied=True, kept=kept, absorbed=absorbed)
 
-    def groups(self) -> dict[Hashable, list[Hashable]]:
+    def groups(self) -> dict[K, list[K]]:
         """Root -> the keys of its component (roots included), keys in insertion order."""
-        out: dict[Hashable, list[Hashable]] = {}
+        out: dict[K, list[K]] = {}
         for key in self._parent:
             out.setdefault(self.find(key), []).append(key)
         return out
 
-    def counts(self, key: Hashable) -> Counter[str]:
+    def counts(self, key: K) -> Counter[str]:
         return Counter(self._counts[self.find(key)])
 
 
@@ -100,10 +101,10 @@ def replay(
     *,
     nodes: Iterable[tuple[int, str, tuple[int, ...]]],
     edges: Iterable[tuple[int, int]],
-) -> tuple[Components, list[LinkOutcome]]:
+) -> tuple[Components[int], list[LinkOutcome[int]]]:
     """Seed one component per ``(identifier id, kind, rank)`` and link ``edges`` in order;
     returns the components and each edge's outcome (in the order given)."""
-    components = Components(rules)
+    components: Components[int] = Components(rules)
     for identifier_id, kind, rank in nodes:
         components.add(identifier_id, counts={kind: 1}, rank=rank)
     outcomes = [components.link(a, b) for a, b in edges]

@@ -34,9 +34,16 @@ class Profile(models.Model):
         blank=True,
         related_name="merged_profiles",
     )
+    # Derived from the profile's identifiers (their event counters and trait observations) by
+    # ``identity.services.profiles``: recomputable at any time, never the source of truth.
     first_seen_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     event_count = models.PositiveBigIntegerField(default=0)
+    # {name: {"value"?, "pii", "rule", "source", "origin", "origin_id", "observation_id",
+    # "observed_at", "observations"}}; a PII trait has no "value" here: it stays encrypted in its
+    # observation and is decrypted only for a reader allowed to see it.
+    traits = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
@@ -72,6 +79,16 @@ class Identifier(models.Model):
     )
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
+    # The profile this identifier was first assigned to: an unmerge gives a split-off side its
+    # earlier profile id back (docs/identity.md).
+    first_profile = models.ForeignKey(
+        Profile, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    # Counters of the events anchored on this identifier; a profile's are their sums, so merges
+    # and unmerges move them without reading any event.
+    event_count = models.PositiveBigIntegerField(default=0, db_default=0)
+    first_event_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -180,6 +197,14 @@ class Edge(models.Model):
         ]
         # "The edges of an identifier": the foreign key indexes on a and b (the partial unique
         # indexes cannot serve it, their conditions are not implied by such a query).
+        indexes = [
+            # "The evidence an event produced" (rebuild_identity, erasure, the graph API).
+            models.Index(
+                fields=["event_id"],
+                name="edge_event",
+                condition=models.Q(event_id__isnull=False),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.rule} edge {self.a_id}-{self.b_id}"
@@ -219,3 +244,70 @@ class MergeLedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} of profile {self.profile_id} by {self.actor}"
+
+
+class TraitObservation(models.Model):
+    """One trait value as an identify call or a CRM record stated it, attached to the identifier
+    it arrived through (the event's anchor, the record's ``external`` identifier), so it follows
+    that identifier through merges and unmerges like its events do. A profile's traits are the
+    survivorship of its identifiers' observations (``identity.survivorship``).
+
+    A PII trait's value is in ``value_ciphertext``, under the identifier's data key (erasing the
+    person destroys it) and bound to this row's id; ``value`` is then NULL.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    identifier = models.ForeignKey(Identifier, on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=255)
+    value = models.JSONField(null=True, blank=True)
+    value_ciphertext = models.BinaryField(null=True, blank=True)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # No foreign key: the events table is partitioned (its key includes received_at).
+    event_id = models.BigIntegerField(null=True, blank=True)
+    record = models.ForeignKey(
+        Record, on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=False
+    )
+    observed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(event_id__isnull=True) ^ models.Q(record__isnull=True),
+                name="observation_one_origin",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(value__isnull=True) | models.Q(value_ciphertext__isnull=True),
+                name="observation_value_or_ciphertext",
+            ),
+            models.UniqueConstraint(
+                fields=["event_id", "name"],
+                condition=models.Q(event_id__isnull=False),
+                name="observation_event_name",
+            ),
+            # A changed record replaces its observations; also the index that finds them.
+            models.UniqueConstraint(
+                fields=["record", "name"],
+                condition=models.Q(record__isnull=False),
+                name="observation_record_name",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of identifier {self.identifier_id}"
+
+    @staticmethod
+    def value_aad(observation_id: int) -> bytes:
+        return b"identity.traitobservation:%d:value" % observation_id
+
+
+class ProfileChange(models.Model):
+    """Profiles whose identifiers, events or traits changed since a consumer (segments) last
+    looked: one row per profile, upserted by every resolver batch, merge and unmerge."""
+
+    profile = models.OneToOneField(
+        Profile, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    changed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"profile {self.profile_id} changed at {self.changed_at:%Y-%m-%d %H:%M:%S}"

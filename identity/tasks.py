@@ -1,0 +1,46 @@
+"""Resolver tasks: thin, idempotent (the work queue is the database), enqueued on commit."""
+
+from __future__ import annotations
+
+import time
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+from django.db import OperationalError
+
+from cdp.jobs.tasks import RecordedTask
+from identity.merging import LockRace
+from identity.services.resolution import ResolveResult, resolve_batch
+
+_TRANSIENT = (OperationalError, LockRace)
+SCHEDULED_KEY = "identity:resolve-scheduled"
+# One run drains the queue for at most this long, then hands over to the next run, so one
+# worker is never occupied for ever under sustained ingestion.
+RUN_SECONDS = 30.0
+
+
+@shared_task(base=RecordedTask, autoretry_for=_TRANSIENT, retry_backoff=True, max_retries=8)
+def resolve_pending_events() -> dict[str, int]:
+    """Resolve stored events and records until none is pending (or ``RUN_SECONDS`` pass)."""
+    # Cleared first: data stored while this run works schedules the next run.
+    cache.delete(SCHEDULED_KEY)
+    total = ResolveResult()
+    deadline = time.monotonic() + RUN_SECONDS
+    batch_size = settings.CDP_RESOLVER["BATCH_SIZE"]
+    while time.monotonic() < deadline:
+        result = resolve_batch(batch_size=batch_size)
+        total.add(result)
+        if result.events < batch_size and result.records < batch_size:
+            break
+    else:
+        resolution_schedule()
+    return {name: getattr(total, name) for name in total.__dataclass_fields__}
+
+
+def resolution_schedule() -> None:
+    """Enqueue a resolver run unless one is already waiting (at most one per second): ingestion
+    calls this after every commit, and thousands of requests a second must not become
+    thousands of tasks."""
+    if cache.add(SCHEDULED_KEY, 1, timeout=1):
+        resolve_pending_events.delay()

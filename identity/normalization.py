@@ -146,6 +146,10 @@ def normalize_phone(raw: object, *, region: str | None) -> str | None:
         return None
     if _is_placeholder_number(phonenumbers.national_significant_number(number)):
         return None
+    if text != e164 and normalize_phone(e164, region=None) != e164:
+        # Parsing can drop national prefixes (Austria's "+43 0..."), and the E.164 text of such
+        # a number is not itself possible: the canonical form must normalize to itself.
+        return None
     return e164
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -56,7 +58,9 @@ def test_ciphertext_moved_to_another_row_fails(key: DataKey) -> None:
     with pytest.raises(DecryptionFailed) as failure:
         decrypt(ciphertext, aad=b"identity.identifier:124:value")
     assert EMAIL not in str(failure.value)
-    assert "123" not in str(failure.value) and "124" not in str(failure.value)
+    # The row identities (the associated data) are not echoed; the data key id may be.
+    assert "identifier:12" not in str(failure.value)
+    assert not re.search(r"\b12[34]\b", str(failure.value))
 
 
 @pytest.mark.parametrize(

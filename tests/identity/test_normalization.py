@@ -392,3 +392,9 @@ def test_an_unknown_kind_is_a_programming_error() -> None:
 
 def test_normalize_reads_the_settings_without_a_config() -> None:
     assert normalize(IdentifierKind.EMAIL, " Ann@Shop.com ") == "ann@shop.com"
+
+
+def test_a_phone_whose_e164_form_is_not_itself_a_phone_is_refused() -> None:
+    """Found by the property test: "+43000000" formats as "+4300000", which is not possible."""
+    assert normalize_phone("+43000000", region="US") is None
+    assert normalize_phone("+4300000", region="US") is None

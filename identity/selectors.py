@@ -7,7 +7,7 @@ Values are PII: nothing here logs one or puts one in an exception.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
@@ -435,16 +435,19 @@ def _pair_owner(item: _PreviewNode, distinct: Sequence[_PreviewNode]) -> _Previe
     return next(d for d in distinct if (d.kind, d.value) == (item.kind, item.value))
 
 
+PreviewKey = tuple[str, int]  # ("p", profile id) or ("i", item index)
+
+
 def _preview_components(
     distinct: Sequence[_PreviewNode],
-) -> tuple[Components, dict[int, Hashable]]:
+) -> tuple[Components[PreviewKey], dict[int, PreviewKey]]:
     """Seeds as the resolver's ``_decide``: each involved profile whole (its kind counts, ranked
     by id so the oldest survives), each identifier without a profile (existing, then new) alone."""
     profile_ids = sorted({i.node.profile_id for i in distinct if i.node and i.node.profile_id})
-    components = Components(merge_rules())
+    components: Components[PreviewKey] = Components(merge_rules())
     for profile_id, counts in sorted(profile_kind_counts(profile_ids).items()):
         components.add(("p", profile_id), counts=counts, rank=(0, profile_id))
-    key_of: dict[int, Hashable] = {}
+    key_of: dict[int, PreviewKey] = {}
     for item in distinct:
         node = item.node
         if node is not None and node.profile_id is not None:
@@ -463,7 +466,7 @@ def _hub_order(item: _PreviewNode, kind_rank: int) -> tuple[int, int, int]:
     return (kind_rank, 1, item.index)
 
 
-def _preview_item(item: _PreviewNode, outcome: LinkOutcome | None) -> PreviewItem:
+def _preview_item(item: _PreviewNode, outcome: LinkOutcome[PreviewKey] | None) -> PreviewItem:
     linked = outcome is None or outcome.applied
     return PreviewItem(
         index=item.index,

@@ -318,6 +318,8 @@ CDP_RESOLVER: dict[str, Any] = {
     "BATCH_SIZE": env_int("CDP_RESOLVER_BATCH_SIZE", 1000),
     # Ingestion enqueues a resolver run on commit; the periodic run catches anything missed.
     "ENQUEUE_ON_INGEST": env_bool("CDP_RESOLVER_ENQUEUE_ON_INGEST", True),
+    # The Celery queue of resolver runs ("": the default queue).
+    "QUEUE": os.environ.get("CDP_RESOLVER_QUEUE", ""),
     "PERIOD_SECONDS": env_int("CDP_RESOLVER_PERIOD_SECONDS", 10),
 }
 

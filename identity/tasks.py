@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from celery import shared_task
+from kombu.exceptions import OperationalError as OperationalError_kombu
 from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError
@@ -13,6 +15,7 @@ from cdp.jobs.tasks import RecordedTask
 from identity.merging import LockRace
 from identity.services.resolution import ResolveResult, resolve_batch
 
+logger = logging.getLogger(__name__)
 _TRANSIENT = (OperationalError, LockRace)
 SCHEDULED_KEY = "identity:resolve-scheduled"
 # One run drains the queue for at most this long, then hands over to the next run, so one
@@ -41,6 +44,14 @@ def resolve_pending_events() -> dict[str, int]:
 def resolution_schedule() -> None:
     """Enqueue a resolver run unless one is already waiting (at most one per second): ingestion
     calls this after every commit, and thousands of requests a second must not become
-    thousands of tasks."""
-    if cache.add(SCHEDULED_KEY, 1, timeout=1):
-        resolve_pending_events.delay()
+    thousands of tasks. A broker that cannot be reached loses nothing: the data is stored, and
+    beat's periodic run resolves it."""
+    config = settings.CDP_RESOLVER
+    if not config["ENQUEUE_ON_INGEST"] or not cache.add(SCHEDULED_KEY, 1, timeout=1):
+        return
+    try:
+        resolve_pending_events.apply_async(queue=config["QUEUE"] or None)
+    except OperationalError_kombu as exc:
+        logger.warning(
+            "could not enqueue a resolver run (%s); beat will run one", type(exc).__name__
+        )

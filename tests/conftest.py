@@ -27,6 +27,12 @@ def _fresh_caches() -> Iterator[None]:
     write_key_cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_resolver_enqueue(settings: Any) -> None:
+    """Tests resolve in-process when they mean to; the live worker test turns this back on."""
+    settings.CDP_RESOLVER = {**settings.CDP_RESOLVER, "ENQUEUE_ON_INGEST": False}
+
+
 @pytest.fixture
 def source(db: None) -> SourceWithKey:
     return source_create(name="web")

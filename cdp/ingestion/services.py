@@ -42,6 +42,7 @@ from cdp.ingestion.validation import (
     batch_sent_at,
     validate_event,
 )
+from identity.tasks import resolution_schedule
 
 WRITE_KEY_KIND = "wk"
 logger = logging.getLogger(__name__)
@@ -169,6 +170,9 @@ def events_ingest(
         stored = _insert_events(source_id, valid, received_at, sealed)
         result.accepted = stored
         result.duplicates += len(rows) - stored
+        if stored:
+            # Runs at once in autocommit, after the commit inside an outer transaction.
+            transaction.on_commit(resolution_schedule)
     return result
 
 
@@ -337,6 +341,8 @@ def records_upsert(
         inserted, updated = _upsert_records(source_id, valid, sealed.ciphertexts)
         result.created, result.updated = inserted, updated
         result.unchanged = len(rows) - inserted - updated
+        if inserted or updated:
+            transaction.on_commit(resolution_schedule)
     return result
 
 

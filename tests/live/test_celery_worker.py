@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 from kombu import Exchange, Queue
@@ -31,6 +32,8 @@ from cdp.ingestion.models import Event, IngestedMessage
 from cdp.ingestion.services import SourceWithKey, events_ingest
 from cdp.ingestion.tasks import ensure_event_partitions, prune_message_ids
 from cdp.jobs.models import JobRun, JobStatus
+from identity.selectors import identifier_find, profile_current
+from identity.tasks import SCHEDULED_KEY
 from tests.live.processes import process_env
 
 pytestmark = [pytest.mark.live]
@@ -250,3 +253,40 @@ def test_a_failing_task_is_recorded_as_failed_with_its_error(
     # Not a transient error, so it is not retried.
     assert (run.attempts, run.result) == (1, None)
     assert run.finished_at is not None
+
+
+def test_ingestion_enqueues_the_resolver_and_the_worker_resolves(
+    worker: Worker, transactional_db: None, source: SourceWithKey, settings: Any
+) -> None:
+    """The path production takes: an ingest commit enqueues a resolver run on the broker; the
+    worker process claims the events and builds the profile."""
+    settings.CDP_RESOLVER = {
+        **settings.CDP_RESOLVER,
+        "ENQUEUE_ON_INGEST": True,
+        "QUEUE": worker.queue,
+    }
+    cache.delete(SCHEDULED_KEY)
+    messages = [
+        {"type": "page", "anonymousId": "live-anon", "name": "Home", "messageId": "live-1"},
+        {
+            "type": "identify",
+            "userId": "live-user",
+            "anonymousId": "live-anon",
+            "traits": {"plan": "pro", "email": "live@example.com"},
+            "messageId": "live-2",
+        },
+    ]
+    assert events_ingest(source_id=source.source.id, messages=messages).accepted == 2
+
+    def resolved() -> int | None:
+        identifier = identifier_find(kind="user_id", raw_value="live-user")
+        return identifier.profile_id if identifier and identifier.profile_id else None
+
+    profile_id = worker.wait_for(resolved, "the resolver run enqueued by ingestion")
+    profile = profile_current(profile_id)
+    assert profile is not None and profile.event_count == 2
+    assert profile.traits["plan"]["value"] == "pro"
+    anon = identifier_find(kind="anonymous_id", raw_value="live-anon")
+    assert anon is not None and anon.profile_id == profile.pk
+    run = JobRun.objects.get(task_name="identity.tasks.resolve_pending_events")
+    assert run.status == JobStatus.SUCCEEDED and run.result["events"] == 2

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 
+from cdp.crypto.envelope import decrypt
+from cdp.crypto.errors import DecryptionFailed
 from cdp.ingestion.models import Event
 from cdp.ingestion.services import SourceWithKey, source_create
-from identity.models import Edge, EdgeRule, Identifier, LedgerAction, MergeLedgerEntry, Profile
+from identity.models import (
+    Edge,
+    EdgeRule,
+    Identifier,
+    LedgerAction,
+    MergeLedgerEntry,
+    Profile,
+    TraitObservation,
+)
 from tests.identity.resolving import ingest, message, pid, profile_of, resolve, upsert
 
 pytestmark = pytest.mark.django_db
@@ -180,3 +191,46 @@ def _snapshot() -> tuple[object, ...]:
         sorted(Profile.objects.values_list("id", "merged_into_id", "event_count", "traits")),
         MergeLedgerEntry.objects.count(),
     )
+
+
+PII = {
+    "email": "Grace.Hopper@Navy.example",
+    "phone": "+1 415 555 0199",
+    "name": "Grace Brewster Hopper",
+    "address": {"street": "1 Compiler Way", "city": "Arlington"},
+}
+
+
+def _identity_tables_text() -> str:
+    """Every row of every identity table, as PostgreSQL prints it (bytea as hex, JSON as text)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE 'identity\\_%%' "
+            "OR tablename IN ('crypto_datakey')"
+        )
+        tables = [row[0] for row in cursor.fetchall()]
+        dumped = []
+        for table in tables:
+            cursor.execute(f"SELECT t::text FROM {table} t")  # noqa: S608 (catalog names)
+            dumped += [row[0] for row in cursor.fetchall()]
+    return "\n".join(dumped)
+
+
+def test_no_identity_table_holds_pii_in_clear(web: int, crm: int) -> None:
+    ingest(web, message("identify", userId="gh", traits={**PII, "plan": "admiral"}))
+    upsert(crm, {"external_id": "C-7", "email": PII["email"], "first_name": "Grace"})
+    resolve()
+    text = _identity_tables_text().lower()
+    assert "admiral" in text  # the dump does show non-PII traits
+    for needle in ("grace", "hopper", "navy.example", "4155550199", "compiler way", "arlington"):
+        assert needle not in text, needle
+
+
+def test_a_trait_ciphertext_moved_to_another_observation_does_not_decrypt(web: int) -> None:
+    ingest(web, message("identify", userId="gh", traits={"email": "a@x.io", "name": "Ann"}))
+    resolve()
+    email, name = TraitObservation.objects.filter(name__in=["email", "name"]).order_by("name")
+    assert email.value is None and email.value_ciphertext is not None
+    assert decrypt(email.value_ciphertext, aad=TraitObservation.value_aad(email.pk)) == '"a@x.io"'
+    with pytest.raises(DecryptionFailed):
+        decrypt(email.value_ciphertext, aad=TraitObservation.value_aad(name.pk))

@@ -247,13 +247,20 @@ class MergeLedgerEntry(models.Model):
 
 
 class TraitObservation(models.Model):
-    """One trait value as an identify call or a CRM record stated it, attached to the identifier
-    it arrived through (the event's anchor, the record's ``external`` identifier), so it follows
-    that identifier through merges and unmerges like its events do. A profile's traits are the
+    """What identify calls and CRM records said a trait is, attached to the identifier it arrived
+    through (the event's anchor, the record's ``external`` identifier), so it follows that
+    identifier through merges and unmerges like its events do. A profile's traits are the
     survivorship of its identifiers' observations (``identity.survivorship``).
 
+    Identify calls repeat the same traits on every page, so an event observation stands for
+    every statement of one value by one source through one identifier: ``count`` of them, the
+    first at ``first_observed_at`` by ``first_event_id``, the latest at ``observed_at`` by
+    ``event_id``; the table grows with distinct values, not with calls. A record's observation
+    is its current field (replaced when the record changes).
+
     A PII trait's value is in ``value_ciphertext``, under the identifier's data key (erasing the
-    person destroys it) and bound to this row's id; ``value`` is then NULL.
+    person destroys it) and bound to this row's id; ``value`` is then NULL. ``value_digest`` (an
+    HMAC of the canonical value, never the value) is how a repeated statement finds its row.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -261,13 +268,17 @@ class TraitObservation(models.Model):
     name = models.CharField(max_length=255)
     value = models.JSONField(null=True, blank=True)
     value_ciphertext = models.BinaryField(null=True, blank=True)
+    value_digest = models.CharField(max_length=64)
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False)
+    count = models.PositiveIntegerField(default=1)
+    first_observed_at = models.DateTimeField()
+    observed_at = models.DateTimeField()
     # No foreign key: the events table is partitioned (its key includes received_at).
+    first_event_id = models.BigIntegerField(null=True, blank=True)
     event_id = models.BigIntegerField(null=True, blank=True)
     record = models.ForeignKey(
         Record, on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=False
     )
-    observed_at = models.DateTimeField()
 
     class Meta:
         constraints = [
@@ -279,10 +290,15 @@ class TraitObservation(models.Model):
                 condition=models.Q(value__isnull=True) | models.Q(value_ciphertext__isnull=True),
                 name="observation_value_or_ciphertext",
             ),
+            models.CheckConstraint(
+                condition=models.Q(first_observed_at__lte=models.F("observed_at")),
+                name="observation_first_before_last",
+            ),
+            # The row a repeated statement adds to (the upsert's conflict target).
             models.UniqueConstraint(
-                fields=["event_id", "name"],
-                condition=models.Q(event_id__isnull=False),
-                name="observation_event_name",
+                fields=["identifier", "name", "source", "value_digest"],
+                condition=models.Q(record__isnull=True),
+                name="observation_event_value",
             ),
             # A changed record replaces its observations; also the index that finds them.
             models.UniqueConstraint(

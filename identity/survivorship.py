@@ -92,15 +92,34 @@ class Observation:
     origin: str  # "event" or "record"
     origin_id: int  # the event id or the record id
     observation_id: int  # identifies the observation among those of its trait
+    # An observation may stand for ``count`` statements of the same value by the same source
+    # (identify calls repeat traits on every page): the latest at ``observed_at`` by
+    # ``origin_id``, the first at ``first_observed_at`` by ``first_origin_id``.
+    count: int = 1
+    first_observed_at: datetime | None = None  # None: observed_at
+    first_origin_id: int | None = None  # None: origin_id
 
     def __post_init__(self) -> None:
         where = f"observation {self.observation_id} of trait {self.name!r}"
         if self.value is None:
             raise ValueError(f"{where} has no value (absent traits are not observations)")
-        if self.observed_at.tzinfo is None or self.observed_at.utcoffset() is None:
-            raise ValueError(f"{where}: observed_at must be timezone-aware")
+        for moment in (self.observed_at, self.first_observed_at):
+            if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
+                raise ValueError(f"{where}: observed_at must be timezone-aware")
         if self.origin not in ORIGINS:
             raise ValueError(f"{where}: origin must be 'event' or 'record'")
+        if self.count < 1:
+            raise ValueError(f"{where}: count must be at least 1")
+        if self.first_observed_at is not None and self.first_observed_at > self.observed_at:
+            raise ValueError(f"{where}: first_observed_at is after observed_at")
+
+    @property
+    def first_at(self) -> datetime:
+        return self.observed_at if self.first_observed_at is None else self.first_observed_at
+
+    @property
+    def first_origin(self) -> int:
+        return self.origin_id if self.first_origin_id is None else self.first_origin_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +130,22 @@ class TraitValue:
     value: Any
     rule: Rule
     observation: Observation  # provenance: the winning observation
-    observations: int  # how many observations of this trait were considered
+    observations: int  # how many statements of this trait were considered (counts summed)
     distinct_values: int
+
+    @property
+    def origin_id(self) -> int:
+        """The event or record that set the surviving value: for ``first_seen`` the first
+        statement of it, otherwise the latest."""
+        if self.rule == Rule.FIRST_SEEN:
+            return self.observation.first_origin
+        return self.observation.origin_id
+
+    @property
+    def observed_at(self) -> datetime:
+        if self.rule == Rule.FIRST_SEEN:
+            return self.observation.first_at
+        return self.observation.observed_at
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -302,9 +335,22 @@ class _Entry:
         return self.observation.observed_at, self.observation.observation_id
 
     @property
+    def first_order(self) -> tuple[datetime, int]:
+        return self.observation.first_at, self.observation.observation_id
+
+    @property
     def identity(self) -> tuple[Any, ...]:
         obs = self.observation
-        return obs.observed_at, obs.source, obs.origin, obs.origin_id, self.exact
+        return (
+            obs.observed_at,
+            obs.source,
+            obs.origin,
+            obs.origin_id,
+            self.exact,
+            obs.count,
+            obs.first_at,
+            obs.first_origin,
+        )
 
 
 _Picker = Callable[[Sequence[_Entry], SurvivorshipConfig], _Entry]
@@ -362,7 +408,7 @@ def _survive(name: str, entries: Sequence[_Entry], config: SurvivorshipConfig) -
         value=winner.value,
         rule=rule,
         observation=winner,
-        observations=len(entries),
+        observations=sum(entry.observation.count for entry in entries),
         distinct_values=len({entry.canonical for entry in entries}),
     )
 
@@ -373,11 +419,13 @@ def _pick_most_recent(entries: Sequence[_Entry], config: SurvivorshipConfig) -> 
 
 
 def _pick_first_seen(entries: Sequence[_Entry], config: SurvivorshipConfig) -> _Entry:
-    return entries[0]
+    return min(entries, key=lambda entry: entry.first_order)
 
 
 def _pick_most_frequent(entries: Sequence[_Entry], config: SurvivorshipConfig) -> _Entry:
-    counts = Counter(entry.canonical for entry in entries)
+    counts: Counter[bytes] = Counter()
+    for entry in entries:
+        counts[entry.canonical] += entry.observation.count
     # position of each value's latest observation: later wins a tie on the count
     latest = {entry.canonical: position for position, entry in enumerate(entries)}
     value = max(counts, key=lambda canonical: (counts[canonical], latest[canonical]))

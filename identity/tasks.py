@@ -6,10 +6,10 @@ import logging
 import time
 
 from celery import shared_task
-from kombu.exceptions import OperationalError as OperationalError_kombu
 from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError
+from kombu.exceptions import OperationalError as OperationalError_kombu
 
 from cdp.jobs.tasks import RecordedTask
 from identity.merging import LockRace
@@ -49,8 +49,9 @@ def resolution_schedule() -> None:
     config = settings.CDP_RESOLVER
     if not config["ENQUEUE_ON_INGEST"] or not cache.add(SCHEDULED_KEY, 1, timeout=1):
         return
+    options = {"queue": config["QUEUE"]} if config["QUEUE"] else {}
     try:
-        resolve_pending_events.apply_async(queue=config["QUEUE"] or None)
+        resolve_pending_events.apply_async(**options)
     except OperationalError_kombu as exc:
         logger.warning(
             "could not enqueue a resolver run (%s); beat will run one", type(exc).__name__

@@ -37,12 +37,13 @@ WHERE p.id = t.id
 
 _OBSERVATIONS = """
 SELECT i.profile_id, o.id, o.name, o.value, o.value_ciphertext, o.observed_at, s.name,
-       o.event_id, o.record_id, d.destroyed_at IS NOT NULL
+       o.event_id, o.record_id, o.count, o.first_observed_at, o.first_event_id
 FROM identity_traitobservation o
 JOIN identity_identifier i ON i.id = o.identifier_id
 JOIN ingestion_source s ON s.id = o.source_id
 JOIN crypto_datakey d ON d.id = i.data_key_id
-WHERE i.profile_id = ANY(%s::bigint[])
+-- An erased identifier's observations are unreadable and no longer count.
+WHERE i.profile_id = ANY(%s::bigint[]) AND d.destroyed_at IS NULL
 """
 
 
@@ -75,34 +76,29 @@ def profile_observations(profile_ids: Sequence[int]) -> dict[int, list[Observati
     Observations under a destroyed key (an erased identifier) are left out."""
     with bound_cursor() as cursor:
         cursor.execute(_OBSERVATIONS, [list(profile_ids)])
-        rows = [row for row in cursor.fetchall() if not row[9]]
+        rows = cursor.fetchall()
     sealed = [(row[4], TraitObservation.value_aad(row[1])) for row in rows if row[4] is not None]
     opened = iter(_decrypt(sealed))
     out: dict[int, list[Observation]] = defaultdict(list)
-    for (
-        profile_id,
-        obs_id,
-        name,
-        value,
-        ciphertext,
-        observed_at,
-        source,
-        event_id,
-        record_id,
-        _,
-    ) in rows:
+    for row in rows:
+        profile_id, obs_id, name, value, ciphertext, observed_at, source = row[:7]
+        event_id, record_id, count, first_at, first_event_id = row[7:]
         value = _json(value) if ciphertext is None else orjson.loads(next(opened))
         if value is None:
             continue
+        from_event = event_id is not None
         out[profile_id].append(
             Observation(
                 name=name,
                 value=value,
                 observed_at=observed_at,
                 source=source,
-                origin="event" if event_id is not None else "record",
-                origin_id=event_id if event_id is not None else record_id,
+                origin="event" if from_event else "record",
+                origin_id=event_id if from_event else record_id,
                 observation_id=obs_id,
+                count=count,
+                first_observed_at=first_at,
+                first_origin_id=first_event_id if from_event else record_id,
             )
         )
     return out
@@ -142,9 +138,9 @@ def _stored_traits(unified: dict[str, TraitValue]) -> dict[str, Any]:
             "rule": str(trait.rule),
             "source": winner.source,
             "origin": winner.origin,
-            "origin_id": winner.origin_id,
+            "origin_id": trait.origin_id,
             "observation_id": winner.observation_id,
-            "observed_at": winner.observed_at.isoformat(),
+            "observed_at": trait.observed_at.isoformat(),
             "observations": trait.observations,
             "distinct_values": trait.distinct_values,
         }

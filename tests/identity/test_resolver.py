@@ -234,3 +234,39 @@ def test_a_trait_ciphertext_moved_to_another_observation_does_not_decrypt(web: i
     assert decrypt(email.value_ciphertext, aad=TraitObservation.value_aad(email.pk)) == '"a@x.io"'
     with pytest.raises(DecryptionFailed):
         decrypt(email.value_ciphertext, aad=TraitObservation.value_aad(name.pk))
+
+
+def test_repeated_identify_calls_add_to_one_observation_per_value(web: int) -> None:
+    """SDKs identify on every page: the table grows with distinct values, not with calls."""
+    ingest(
+        web,
+        *(message("identify", at=at, userId="u1", traits={"plan": "pro"}) for at in (5, 1, 9)),
+    )
+    resolve()
+    ingest(web, message("identify", at=3, userId="u1", traits={"plan": "pro", "email": "a@x.io"}))
+    ingest(web, message("identify", at=4, userId="u1", traits={"email": "a@x.io"}))
+    resolve()
+    plan = TraitObservation.objects.get(name="plan")
+    assert (plan.count, plan.first_observed_at.second, plan.observed_at.second) == (4, 1, 9)
+    email = TraitObservation.objects.get(name="email")
+    assert email.count == 2 and email.value is None  # PII: ciphertext only, once
+    traits = Profile.objects.get(pk=pid("user_id", "u1")).traits
+    assert traits["plan"]["observations"] == 4 and traits["plan"]["value"] == "pro"
+    latest = Event.objects.filter(type="identify").order_by("timestamp").last()
+    assert latest is not None and traits["plan"]["origin_id"] == latest.pk
+
+
+@override_settings(CDP_TRAITS={"RULES": {"plan": "first_seen"}})
+def test_first_seen_provenance_names_the_first_statement(web: int) -> None:
+    ingest(
+        web,
+        message("identify", at=7, userId="u1", traits={"plan": "pro"}),
+        message("identify", at=2, userId="u1", traits={"plan": "free"}),
+        message("identify", at=9, userId="u1", traits={"plan": "free"}),
+    )
+    resolve()
+    traits = Profile.objects.get(pk=pid("user_id", "u1")).traits
+    first = Event.objects.filter(type="identify").order_by("timestamp").first()
+    assert first is not None
+    assert traits["plan"]["value"] == "free" and traits["plan"]["origin_id"] == first.pk
+    assert traits["plan"]["observed_at"] == first.timestamp.isoformat()

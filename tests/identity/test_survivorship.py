@@ -520,3 +520,55 @@ def test_the_process_does_not_start_with_bad_survivorship_settings(
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert message in result.stderr
+
+
+def test_an_aggregated_observation_counts_as_its_statements() -> None:
+    """Identify calls repeat traits: one row stands for ``count`` statements of one value."""
+    repeated = Observation(
+        name="city",
+        value="Leeds",
+        observed_at=T0 + timedelta(minutes=2),
+        first_observed_at=T0,
+        source="web",
+        origin="event",
+        origin_id=30,
+        first_origin_id=10,
+        observation_id=1,
+        count=3,
+    )
+    others = [obs("York", at=5, name="city"), obs("Hull", at=6, name="city")]
+    frequent = unify(
+        [repeated, *others], config=SurvivorshipConfig(rules={"city": Rule.MOST_FREQUENT})
+    )
+    assert frequent["city"].value == "Leeds" and frequent["city"].observations == 5
+    assert frequent["city"].origin_id == 30  # the latest statement of the winning value
+    first = unify([repeated, *others], config=SurvivorshipConfig(rules={"city": Rule.FIRST_SEEN}))
+    assert first["city"].value == "Leeds"
+    assert (first["city"].origin_id, first["city"].observed_at) == (10, T0)
+    recent = unify([repeated, *others])
+    assert recent["city"].value == "Hull"
+
+
+def test_an_aggregated_observation_must_be_consistent() -> None:
+    with pytest.raises(ValueError, match="count"):
+        Observation(
+            name="a",
+            value=1,
+            observed_at=T0,
+            source="web",
+            origin="event",
+            origin_id=1,
+            observation_id=1,
+            count=0,
+        )
+    with pytest.raises(ValueError, match="after"):
+        Observation(
+            name="a",
+            value=1,
+            observed_at=T0,
+            first_observed_at=T0 + timedelta(minutes=1),
+            source="web",
+            origin="event",
+            origin_id=1,
+            observation_id=1,
+        )

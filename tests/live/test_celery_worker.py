@@ -289,4 +289,5 @@ def test_ingestion_enqueues_the_resolver_and_the_worker_resolves(
     anon = identifier_find(kind="anonymous_id", raw_value="live-anon")
     assert anon is not None and anon.profile_id == profile.pk
     run = JobRun.objects.get(task_name="identity.tasks.resolve_pending_events")
-    assert run.status == JobStatus.SUCCEEDED and run.result["events"] == 2
+    assert run.status == JobStatus.SUCCEEDED and isinstance(run.result, dict)
+    assert run.result["events"] == 2

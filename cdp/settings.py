@@ -334,7 +334,8 @@ else:
     # process (never eagerly in the web process).
     _broker_dir = Path(os.environ.get("CDP_BROKER_DIR", BASE_DIR / ".cdp" / "broker"))
     _broker_dir.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # The host is ignored by the transport; naming one keeps kombu from warning on every send.
+    CELERY_BROKER_URL = "filesystem://localhost/"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),

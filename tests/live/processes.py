@@ -35,7 +35,7 @@ def process_env() -> dict[str, str]:
         "DATABASE_URL": database_url(connection.settings_dict),
         "PYTHONUNBUFFERED": "1",
     }
-    if settings.CELERY_BROKER_URL == "filesystem://":
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         # No broker URL: the worker must read the directory this process writes to.
         env.pop("CELERY_BROKER_URL", None)
         env["CDP_BROKER_DIR"] = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]

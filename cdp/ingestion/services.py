@@ -42,6 +42,7 @@ from cdp.ingestion.validation import (
     batch_sent_at,
     validate_event,
 )
+from cdp.ops.bulk import bound_cursor
 from identity.tasks import resolution_schedule
 
 WRITE_KEY_KIND = "wk"
@@ -268,7 +269,7 @@ def _insert_events(
         "rows": _rows_json(rows, sealed),
     }
     if connection.in_atomic_block:
-        with transaction.atomic(), _server_side_cursor() as cursor:  # a savepoint
+        with transaction.atomic(), bound_cursor() as cursor:  # a savepoint
             cursor.execute(_INSERT_EVENTS, params)
             return cursor.rowcount
     # One statement is its own transaction in autocommit mode, committed (and flushed) before
@@ -277,7 +278,7 @@ def _insert_events(
     # sent once more, which is safe because the dedupe table makes a repeat count as duplicates.
     for attempt in (1, 2):
         try:
-            with _server_side_cursor(health_check=False) as cursor:
+            with bound_cursor(health_check=False) as cursor:
                 cursor.execute(_INSERT_EVENTS, params)
                 return cursor.rowcount
         except psycopg.OperationalError:
@@ -285,18 +286,6 @@ def _insert_events(
                 raise
             connection.close()
     raise AssertionError("unreachable")
-
-
-def _server_side_cursor(*, health_check: bool = True) -> psycopg.Cursor[Any]:
-    """A psycopg cursor with server-side binding on Django's connection (and transaction): the
-    parameters (one jsonb document, or arrays) travel apart from the SQL text instead of being
-    spelled out into it."""
-    if health_check:
-        # As Django's own cursors do: with CONN_HEALTH_CHECKS, a persistent connection the
-        # server dropped is replaced at the first query of a request instead of failing it.
-        connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
 
 
 # --- CRM records ------------------------------------------------------------------------------
@@ -398,7 +387,7 @@ def _upsert_records(
     }
     params["pii"] = ciphertexts
     params["source_id"] = source_id
-    with transaction.atomic(), _server_side_cursor() as cursor:
+    with transaction.atomic(), bound_cursor() as cursor:
         cursor.execute(_UPSERT_RECORDS, params)
         flags = [row[0] for row in cursor.fetchall()]
     inserted = sum(flags)

@@ -51,6 +51,7 @@ class Profile(models.Model):
                 condition=~models.Q(merged_into=models.F("id")), name="profile_not_merged_into_self"
             )
         ]
+        permissions = [("unmerge_profile", "Can remove evidence and unmerge profiles")]
 
     def __str__(self) -> str:
         if self.merged_into_id is not None:

@@ -83,7 +83,25 @@ class ProfileLookupView(_ProfileReadView):
         responses={200: s.ProfileOutputSerializer, **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        query = s.LookupQuerySerializer(data=request.query_params)
+        return self._lookup(request, request.query_params)
+
+    @extend_schema(
+        operation_id="profiles_lookup_by_body",
+        summary="The profile of one identifier, given in the body",
+        description=(
+            "The same lookup as GET, with the identifier in a JSON body instead of the query "
+            "string, so the value (an email, a phone number) never appears in a URL, an access "
+            f"log or a proxy's log. {s.PII_NOTE}"
+        ),
+        tags=TAGS,
+        request=s.LookupQuerySerializer,
+        responses={200: s.ProfileOutputSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        return self._lookup(request, request.data)
+
+    def _lookup(self, request: Request, data: Any) -> Response:
+        query = s.LookupQuerySerializer(data=data)
         query.is_valid(raise_exception=True)
         kind, raw = _lookup_identifier(query.validated_data)
         identifier = selectors.identifier_find(kind=kind, raw_value=raw)

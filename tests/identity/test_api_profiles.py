@@ -96,6 +96,20 @@ def test_lookup_by_each_kind_normalizes_and_answers_with_the_profile(
     assert body == api_client(READ).get(f"/v1/profiles/{body['id']}").json()
 
 
+def test_lookup_by_body_keeps_the_value_out_of_the_url(
+    people: People, api_client: Callable[..., APIClient]
+) -> None:
+    client = api_client(READ)
+    by_body = client.post("/v1/profiles/lookup", {"email": " Ada@Example.COM "}, format="json")
+    assert by_body.status_code == 200, by_body.content
+    assert by_body.json() == get(client, "/v1/profiles/lookup", email=EMAIL).json()
+    assert client.post("/v1/profiles/lookup", {}, format="json").status_code == 400
+    missing = client.post("/v1/profiles/lookup", {"user_id": "nobody"}, format="json")
+    assert missing.status_code == 404
+    other = api_client("events:read").post("/v1/profiles/lookup", {"user_id": "u1"})
+    assert other.status_code == 403
+
+
 @pytest.mark.parametrize(
     "params",
     [

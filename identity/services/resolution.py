@@ -497,10 +497,10 @@ def _write(
     )
     touched = set(final.values())
     membership_changed = {final[i] for i in assignments} | set(absorbed.values())
-    profiles_refresh(
-        profile_ids=touched,
-        traits_for=membership_changed | {final[node.pk] for node in traits_changed},
-    )
+    # Observations change only on identifiers of this batch (a record's old ones hang on the
+    # record's own external identifier), whose profiles are the locked ones.
+    observed = {final[node.pk] for node in traits_changed if node.pk in final}
+    profiles_refresh(profile_ids=touched, traits_for=membership_changed | observed)
     profile_changes_mark(touched)
     result.edges = len(edges)
     result.conflicts = sum(not edge.applied for edge in edges)

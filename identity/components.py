@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from identity.rules import MergeRules
 
@@ -43,7 +43,8 @@ class Components(Generic[K]):
     def __init__(self, rules: MergeRules) -> None:
         self.rules = rules
         self._parent: dict[K, K] = {}
-        self._counts: dict[K, Counter[str]] = {}
+        # Plain dicts, not Counters: a rebuild seeds a million of them and merges as many.
+        self._counts: dict[K, dict[str, int]] = {}
         self._size: dict[K, int] = {}
         self._rank: dict[K, tuple[int, ...]] = {}
 
@@ -53,7 +54,7 @@ class Components(Generic[K]):
         if key in self._parent:
             raise ValueError("component key added twice")
         self._parent[key] = key
-        self._counts[key] = Counter(counts)
+        self._counts[key] = dict(counts)
         self._size[key] = sum(counts.values())
         self._rank[key] = rank
 
@@ -73,14 +74,18 @@ class Components(Generic[K]):
         """Join the components of ``a`` and ``b`` unless a merge rule forbids it."""
         root_a, root_b = self.find(a), self.find(b)
         if root_a == root_b:
-            return LinkOutcome(applied=True)
+            return _ALREADY_JOINED
         size = self._size[root_a] + self._size[root_b]
         conflict = self.rules.conflict(self._counts[root_a], self._counts[root_b], size=size)
         if conflict:
             return LinkOutcome(applied=False, conflict=conflict)
-        kept, absorbed = sorted((root_a, root_b), key=self._rank.__getitem__)
+        if self._rank[root_b] < self._rank[root_a]:
+            root_a, root_b = root_b, root_a
+        kept, absorbed = root_a, root_b
         self._parent[absorbed] = kept
-        self._counts[kept] += self._counts.pop(absorbed)
+        counts = self._counts[kept]
+        for kind, count in self._counts.pop(absorbed).items():
+            counts[kind] = counts.get(kind, 0) + count
         self._size[kept] = size
         del self._size[absorbed]
         return LinkOutcome(applied=True, kept=kept, absorbed=absorbed)
@@ -94,6 +99,10 @@ class Components(Generic[K]):
 
     def counts(self, key: K) -> Counter[str]:
         return Counter(self._counts[self.find(key)])
+
+
+# Shared: most edges of a replay join what is already joined, and the outcome is immutable.
+_ALREADY_JOINED: LinkOutcome[Any] = LinkOutcome(applied=True)
 
 
 def replay(

@@ -73,12 +73,17 @@ class MergeRules:
         self, counts_a: Mapping[str, int], counts_b: Mapping[str, int], *, size: int
     ) -> str | None:
         """Why two components (their identifier counts per kind, their joint ``size``) may not
-        join, or None when they may. Limits are checked before size, strongest kind first is
-        not needed: any broken limit blocks the edge, and the message names the first found in
-        sorted order so it is deterministic."""
-        for kind in sorted(set(counts_a) & set(counts_b) & set(self.limits)):
-            if counts_a[kind] + counts_b[kind] > self.limits[kind]:
-                return LIMIT_CONFLICT + kind
+        join, or None when they may. Limits are checked before size; any broken limit blocks
+        the edge, and the conflict names the first broken kind in name order (deterministic)."""
+        broken = [
+            kind
+            for kind, count in counts_a.items()
+            if kind in counts_b
+            and kind in self.limits
+            and count + counts_b[kind] > self.limits[kind]
+        ]
+        if broken:
+            return LIMIT_CONFLICT + min(broken)
         if size > self.max_identifiers:
             return SIZE_CONFLICT
         return None

@@ -9,7 +9,8 @@ exactly. Callers hold the profiles' locks (``identity.merging``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -48,16 +49,37 @@ WHERE i.profile_id = ANY(%s::bigint[]) AND d.destroyed_at IS NULL
 
 
 def profiles_refresh(*, profile_ids: Iterable[int], traits_for: Iterable[int] = ()) -> None:
-    """Recompute the counters of ``profile_ids`` and the traits of ``traits_for`` (a subset:
-    the profiles whose identifiers or observations changed)."""
+    """Recompute the counters of ``profile_ids`` and the traits of ``traits_for`` (the
+    profiles whose identifiers or observations changed)."""
     ids = sorted(set(profile_ids))
-    if not ids:
-        return
-    with bound_cursor() as cursor:
-        cursor.execute(_COUNTERS, {"ids": ids, "now": timezone.now()})
-    trait_ids = sorted(set(traits_for) & set(ids))
+    if ids:
+        with bound_cursor() as cursor:
+            cursor.execute(_COUNTERS, {"ids": ids, "now": timezone.now()})
+    trait_ids = sorted(set(traits_for))
     if trait_ids:
         _traits_refresh(trait_ids)
+
+
+def profiles_counters_add(*, added: Mapping[int, tuple[int, datetime, datetime]]) -> None:
+    """Add events to profiles whose identifiers did not change (profile id -> events added,
+    earliest and latest event time): the same result as recounting, without reading their
+    identifiers."""
+    ids = sorted(added)
+    rows_update(
+        Profile._meta.db_table,
+        key=("bigint[]", ids),
+        columns={
+            "event_count": ("bigint[]", [added[i][0] for i in ids]),
+            "first_seen_at": ("timestamptz[]", [added[i][1] for i in ids]),
+            "last_seen_at": ("timestamptz[]", [added[i][2] for i in ids]),
+            "updated_at": ("timestamptz[]", [timezone.now()] * len(ids)),
+        },
+        assign={
+            "event_count": "r.event_count + t.event_count",
+            "first_seen_at": "LEAST(r.first_seen_at, t.first_seen_at)",
+            "last_seen_at": "GREATEST(r.last_seen_at, t.last_seen_at)",
+        },
+    )
 
 
 def _traits_refresh(profile_ids: Sequence[int]) -> None:

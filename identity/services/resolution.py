@@ -19,7 +19,6 @@ Values are PII: nothing here logs one or puts one in an exception (ids and kinds
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,7 +59,7 @@ from identity.normalization import IdentityConfig, identity_config
 from identity.rules import SIZE_CONFLICT, merge_rules
 from identity.services.identifiers import identifiers_get_or_create
 from identity.services.observations import ObservationInput, observations_write
-from identity.services.profiles import profiles_refresh
+from identity.services.profiles import profiles_counters_add, profiles_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -480,7 +479,7 @@ def _write(
     ledger_write(_ledger(decision, edges, final))
     _events_anchor(items, node_ids)
     _records_mark(items)
-    _counters_add(items, node_ids)
+    added = _counters_add(items, node_ids)
     traits_changed = observations_write(
         [
             ObservationInput(
@@ -500,7 +499,14 @@ def _write(
     # Observations change only on identifiers of this batch (a record's old ones hang on the
     # record's own external identifier), whose profiles are the locked ones.
     observed = {final[node.pk] for node in traits_changed if node.pk in final}
-    profiles_refresh(profile_ids=touched, traits_for=membership_changed | observed)
+    # Profiles whose identifiers changed are recounted; the others only add this batch's events.
+    profiles_refresh(profile_ids=membership_changed, traits_for=membership_changed | observed)
+    profiles_counters_add(
+        added=_by_profile(
+            {i: delta for i, delta in added.items() if final[i] not in membership_changed},
+            final,
+        )
+    )
     profile_changes_mark(touched)
     result.edges = len(edges)
     result.conflicts = sum(not edge.applied for edge in edges)
@@ -613,27 +619,31 @@ def _records_mark(items: Sequence[_Item]) -> None:
     )
 
 
-def _counters_add(items: Sequence[_Item], node_ids: Mapping[Pair, int]) -> None:
-    """Per anchor identifier: events added, and the earliest and latest event time."""
-    count: Counter[int] = Counter()
-    first: dict[int, datetime] = {}
-    last: dict[int, datetime] = {}
+Counters = tuple[int, datetime, datetime]  # events added, earliest and latest event time
+
+
+def _counters_add(items: Sequence[_Item], node_ids: Mapping[Pair, int]) -> dict[int, Counters]:
+    """Add each anchor identifier's events of the batch to its counters; returns them."""
+    added: dict[int, Counters] = {}
     for item in items:
         if item.origin != "event" or item.anchor is None:
             continue
         identifier_id = node_ids[item.anchor]
-        count[identifier_id] += 1
-        first[identifier_id] = min(first.get(identifier_id, item.observed_at), item.observed_at)
-        last[identifier_id] = max(last.get(identifier_id, item.observed_at), item.observed_at)
-    ids = sorted(count)
+        count, first, last = added.get(identifier_id, (0, item.observed_at, item.observed_at))
+        added[identifier_id] = (
+            count + 1,
+            min(first, item.observed_at),
+            max(last, item.observed_at),
+        )
+    ids = sorted(added)
     rows_update(
         "identity_identifier",
         key=("bigint[]", ids),
         columns={
-            "event_count": ("bigint[]", [count[i] for i in ids]),
-            "first_event_at": ("timestamptz[]", [first[i] for i in ids]),
-            "last_event_at": ("timestamptz[]", [last[i] for i in ids]),
-            "last_seen_at": ("timestamptz[]", [last[i] for i in ids]),
+            "event_count": ("bigint[]", [added[i][0] for i in ids]),
+            "first_event_at": ("timestamptz[]", [added[i][1] for i in ids]),
+            "last_event_at": ("timestamptz[]", [added[i][2] for i in ids]),
+            "last_seen_at": ("timestamptz[]", [added[i][2] for i in ids]),
         },
         assign={
             "event_count": "r.event_count + t.event_count",
@@ -642,6 +652,20 @@ def _counters_add(items: Sequence[_Item], node_ids: Mapping[Pair, int]) -> None:
             "last_seen_at": "GREATEST(r.last_seen_at, t.last_event_at)",
         },
     )
+    return added
+
+
+def _by_profile(added: Mapping[int, Counters], final: Mapping[int, int]) -> dict[int, Counters]:
+    out: dict[int, Counters] = {}
+    for identifier_id, (count, first, last) in added.items():
+        profile_id = final[identifier_id]
+        known = out.get(profile_id)
+        out[profile_id] = (
+            (count, first, last)
+            if known is None
+            else (known[0] + count, min(known[1], first), max(known[2], last))
+        )
+    return out
 
 
 # --- rebuild: evidence from raw data ------------------------------------------------------------

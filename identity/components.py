@@ -16,7 +16,6 @@ incremental resolution. Pure module, no database.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -58,9 +57,6 @@ class Components(Generic[K]):
         self._size[key] = sum(counts.values())
         self._rank[key] = rank
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._parent
-
     def find(self, key: K) -> K:
         parent = self._parent
         root = key
@@ -96,9 +92,6 @@ class Components(Generic[K]):
         for key in self._parent:
             out.setdefault(self.find(key), []).append(key)
         return out
-
-    def counts(self, key: K) -> Counter[str]:
-        return Counter(self._counts[self.find(key)])
 
 
 # Shared: most edges of a replay join what is already joined, and the outcome is immutable.

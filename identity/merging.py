@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from cdp.ops.bulk import bound_cursor, rows_update
-from identity.models import LedgerAction, MergeLedgerEntry, Profile, ProfileChange
+from identity.models import LedgerAction, MergeLedgerEntry, ProfileChange
 
 
 class LockRace(Exception):
@@ -39,10 +39,6 @@ class LockedComponents:
 
     profile_of: Mapping[int, int | None]  # identifier id -> profile id (None: no profile yet)
     counts: Mapping[int, Counter[str]]  # profile id -> identifiers per kind
-
-    @property
-    def profile_ids(self) -> set[int]:
-        return {profile for profile in self.profile_of.values() if profile is not None}
 
 
 _PROFILE_OF = "SELECT id, profile_id FROM identity_identifier WHERE id = ANY(%s::bigint[])"
@@ -79,13 +75,6 @@ def components_lock(identifier_ids: Iterable[int]) -> LockedComponents:
             raise LockRace("an identifier changed profile before it could be locked")
         counts = profile_kind_counts(profiles)
     return LockedComponents(profile_of=before, counts=counts)
-
-
-def profile_lock(profile_id: int) -> Profile | None:
-    """Lock one live profile (None when it does not exist or was merged away)."""
-    return (
-        Profile.objects.select_for_update().filter(pk=profile_id, merged_into__isnull=True).first()
-    )
 
 
 def profile_kind_counts(profile_ids: Sequence[int]) -> dict[int, Counter[str]]:

@@ -1294,7 +1294,7 @@ def _measure() -> tuple[list[Result], dict[str, str]]:
         f"connections each) for up to {cfg.lag_duration} s, probes polled for up to "
         f"{cfg.lag_drain} s more",
         "lag resolver": lag.mode,
-        "code": "a snapshot of the working tree taken at the start (others edit it meanwhile)",
+        "code": "a snapshot of the working tree taken at the start (edits made meanwhile stay out)",
         "noise": "other work runs on this machine; throughput and latency move by tens of %"
         " between identical runs, the CPU-per-event rows less",
     }

@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from django.utils import timezone
 
-from cdp.crypto.envelope import decrypt_many
-from cdp.crypto.errors import KeyDestroyed
+from cdp.crypto.envelope import decrypt_many_unless_erased
 from cdp.ops.bulk import bound_cursor, rows_update
 from identity.models import Profile, TraitObservation
+from identity.services.observations import is_pii_trait
 from identity.survivorship import Observation, TraitValue, survivorship_config, unify
 
 _COUNTERS = """
@@ -100,12 +100,17 @@ def profile_observations(profile_ids: Sequence[int]) -> dict[int, list[Observati
         cursor.execute(_OBSERVATIONS, [list(profile_ids)])
         rows = cursor.fetchall()
     sealed = [(row[4], TraitObservation.value_aad(row[1])) for row in rows if row[4] is not None]
-    opened = iter(_decrypt(sealed))
+    # An erasure that commits between the query and the decryption leaves None (skipped).
+    opened = iter(decrypt_many_unless_erased(sealed))
     out: dict[int, list[Observation]] = defaultdict(list)
     for row in rows:
         profile_id, obs_id, name, value, ciphertext, observed_at, source = row[:7]
         event_id, record_id, count, first_at, first_event_id = row[7:]
-        value = _json(value) if ciphertext is None else orjson.loads(next(opened))
+        if ciphertext is not None:
+            plaintext = next(opened)
+            value = None if plaintext is None else orjson.loads(plaintext)
+        else:
+            value = _json(value)
         if value is None:
             continue
         from_event = event_id is not None
@@ -126,22 +131,6 @@ def profile_observations(profile_ids: Sequence[int]) -> dict[int, list[Observati
     return out
 
 
-def _decrypt(sealed: list[tuple[Any, bytes]]) -> list[str]:
-    try:
-        return decrypt_many(sealed)
-    except KeyDestroyed:
-        # Destroyed between the query and now (an erasure committed meanwhile): decrypt the rest
-        # one by one so the profile keeps its other traits.
-        return [_decrypt_or_null(item) for item in sealed]
-
-
-def _decrypt_or_null(item: tuple[Any, bytes]) -> str:
-    try:
-        return decrypt_many([item])[0]
-    except KeyDestroyed:
-        return "null"
-
-
 def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
@@ -149,8 +138,6 @@ def _json(value: Any) -> Any:
 def _stored_traits(unified: dict[str, TraitValue]) -> dict[str, Any]:
     """What ``Profile.traits`` keeps: provenance for every trait, the value only when it is not
     PII (a PII value is read from its observation, for readers allowed to see it)."""
-    from identity.services.observations import is_pii_trait
-
     out: dict[str, Any] = {}
     for name in sorted(unified):
         trait = unified[name]

@@ -8,6 +8,7 @@ from django.test import override_settings
 
 from cdp.crypto.envelope import decrypt
 from cdp.crypto.errors import DecryptionFailed
+from cdp.crypto.services import data_keys_destroy
 from cdp.ingestion.models import Event
 from cdp.ingestion.services import SourceWithKey, source_create
 from identity.models import (
@@ -19,6 +20,7 @@ from identity.models import (
     Profile,
     TraitObservation,
 )
+from identity.services.profiles import profiles_refresh
 from tests.identity.resolving import ingest, message, pid, profile_of, resolve, upsert
 
 pytestmark = pytest.mark.django_db
@@ -270,3 +272,15 @@ def test_first_seen_provenance_names_the_first_statement(web: int) -> None:
     assert first is not None
     assert traits["plan"]["value"] == "free" and traits["plan"]["origin_id"] == first.pk
     assert traits["plan"]["observed_at"] == first.timestamp.isoformat()
+
+
+def test_observations_of_an_erased_identifier_no_longer_count(web: int) -> None:
+    ingest(web, message("identify", userId="u1", anonymousId="a1", traits={"plan": "pro"}))
+    ingest(web, message("identify", at=1, anonymousId="a1", traits={"email": "a@x.io"}))
+    resolve()
+    profile = pid("user_id", "u1")
+    assert set(Profile.objects.get(pk=profile).traits) == {"email", "plan"}
+    anon = Identifier.objects.get(kind="anonymous_id")
+    data_keys_destroy(ids=[anon.data_key_id])  # the anchor of the email's identify call
+    profiles_refresh(profile_ids=[profile], traits_for=[profile])
+    assert set(Profile.objects.get(pk=profile).traits) == {"plan"}

@@ -40,6 +40,7 @@ from identity.merging import (
 from identity.models import LedgerAction
 from identity.rules import merge_rules
 from identity.services.profiles import profiles_refresh
+from identity.services.resolution import evidence_restore
 
 REBUILD_ACTOR = "rebuild_identity"
 WRITE_CHUNK = 10_000
@@ -73,8 +74,6 @@ def identity_rebuild(*, progress: Progress | None = None, dry_run: bool = False)
             cursor.execute("LOCK TABLE identity_profile IN EXCLUSIVE MODE")
         started = time.perf_counter()
         if not dry_run:
-            from identity.services.resolution import evidence_restore
-
             result.edges_added = evidence_restore(progress=report)
         result.seconds["evidence"] = time.perf_counter() - started
 

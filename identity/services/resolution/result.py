@@ -1,0 +1,24 @@
+"""What a resolver run did, in counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ResolveResult:
+    events: int = 0
+    records: int = 0
+    edges: int = 0
+    conflicts: int = 0
+    merges: int = 0
+    profiles_created: int = 0
+    lock_retries: int = 0
+
+    def add(self, other: ResolveResult) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def empty(self) -> bool:
+        return self.events == 0 and self.records == 0

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from identity.normalization import identity_config, load_identity_config, normalize
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.settings_process import run_with_settings
 
 
 def test_the_defaults_load() -> None:
@@ -83,29 +78,11 @@ def test_overridden_settings_take_effect_and_are_restored() -> None:
 
 
 def _load_settings(**env: str) -> subprocess.CompletedProcess[str]:
-    key = base64.b64encode(b"k" * 32).decode()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDP_")}
-    clean |= {
-        "DJANGO_SETTINGS_MODULE": "cdp.settings",
-        "SECRET_KEY": "s" * 50,
-        "CDP_MASTER_KEY": f"k1:{key}",
-        "CDP_BLIND_INDEX_KEY": key,
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/cdp_unused",
-        **env,
-    }
-    code = (
-        "import django; django.setup(); "
+    return run_with_settings(
         "from identity.normalization import identity_config as c; "
         "print(c().default_phone_region, c().gmail_normalization, ','.join(c().kinds.priority), "
-        "c().blocklist.is_blocked('email', 'info@acme.com'))"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        "c().blocklist.is_blocked('email', 'info@acme.com'))",
+        **env,
     )
 
 

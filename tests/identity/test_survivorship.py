@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import count
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +26,8 @@ from identity.survivorship import (
     survivorship_config,
     unify,
 )
+from tests.settings_process import run_with_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PARIS = timezone(timedelta(hours=1))
 _ids = count(1)
@@ -469,29 +465,11 @@ def test_overridden_settings_take_effect_and_are_restored() -> None:
 
 
 def _load_settings(**env: str) -> subprocess.CompletedProcess[str]:
-    key = base64.b64encode(b"k" * 32).decode()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDP_")}
-    clean |= {
-        "DJANGO_SETTINGS_MODULE": "cdp.settings",
-        "SECRET_KEY": "s" * 50,
-        "CDP_MASTER_KEY": f"k1:{key}",
-        "CDP_BLIND_INDEX_KEY": key,
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/cdp_unused",
-        **env,
-    }
-    code = (
-        "import django; django.setup(); "
+    return run_with_settings(
         "from identity.survivorship import survivorship_config as c; "
         "print(c().default_rule, *(f'{k}={v}' for k, v in sorted(c().rules.items())), "
-        "','.join(c().source_priority))"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        "','.join(c().source_priority))",
+        **env,
     )
 
 

@@ -28,8 +28,16 @@ from django.utils.safestring import SafeString
 from cdp.api.errors import ApplicationError
 from cdp.ops.admin_base import CappedCountPaginator
 from cdp.ops.admin_base import ReadOnlyAdmin as ViewOnlyAdmin
-from identity.models import ACTOR_MAX_LENGTH, Edge, Identifier, MergeLedgerEntry, Profile
+from identity.models import (
+    ACTOR_MAX_LENGTH,
+    Edge,
+    Identifier,
+    MergeLedgerEntry,
+    Profile,
+    ResolutionFailure,
+)
 from identity.selectors import profile_current
+from identity.services.resolution import failures_retry
 from identity.services.unmerge import MAX_REASON_LENGTH, UnmergeResult, profile_unmerge
 
 BLIND_INDEX_PREFIX_BYTES = 4
@@ -483,3 +491,20 @@ class MergeLedgerEntryAdmin(ReadOnlyAdmin):
         "created_at",
     )
     search_fields = ["=profile__id", "=other_profile__id"]
+
+
+@admin.register(ResolutionFailure)
+class ResolutionFailureAdmin(ReadOnlyAdmin):
+    """Rows the resolver set aside because they failed alone; retrying puts them back in its
+    queue (``manage.py retry_resolution_failures`` does the same from a shell)."""
+
+    list_display = ["id", "origin", "origin_id", "failed_at", "error"]
+    list_filter = ["origin"]
+    fields = readonly_fields = ("id", "origin", "origin_id", "failed_at", "error")
+    search_fields = ["=origin_id"]
+    actions = ["retry"]
+
+    @admin.action(description="Put back in the resolver's queue", permissions=["view"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[ResolutionFailure]) -> None:
+        retried = failures_retry(ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Requeued {retried} row(s) for resolution.")

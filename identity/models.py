@@ -328,3 +328,29 @@ class ProfileChange(models.Model):
 
     def __str__(self) -> str:
         return f"profile {self.profile_id} changed at {self.changed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ResolutionFailure(models.Model):
+    """An event or record the resolver could not process (a ciphertext that does not open, a
+    bug): set aside so the rest of the queue keeps moving, and kept here until an operator
+    retries it (``manage.py retry_resolution_failures``). The event is marked resolved to no
+    identifier meanwhile; the record keeps its pending version. ``error`` is the exception's
+    type and message, which by convention in this code base name ids and kinds, never values."""
+
+    class Origin(models.TextChoices):
+        EVENT = "event"
+        RECORD = "record"
+
+    id = models.BigAutoField(primary_key=True)
+    origin = models.CharField(max_length=8, choices=Origin.choices)
+    origin_id = models.BigIntegerField()
+    error = models.TextField()
+    failed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["origin", "origin_id"], name="resolution_failure_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.origin} {self.origin_id} failed to resolve"

@@ -8,22 +8,19 @@ import time
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
-from django.db import OperationalError
 from kombu.exceptions import OperationalError as OperationalError_kombu
 
 from cdp.jobs.tasks import RecordedTask
-from identity.merging import LockRace
-from identity.services.resolution import ResolveResult, resolve_batch
+from identity.services.resolution import TRANSIENT, ResolveResult, resolve_batch
 
 logger = logging.getLogger(__name__)
-_TRANSIENT = (OperationalError, LockRace)
 SCHEDULED_KEY = "identity:resolve-scheduled"
 # One run drains the queue for at most this long, then hands over to the next run, so one
 # worker is never occupied for ever under sustained ingestion.
 RUN_SECONDS = 30.0
 
 
-@shared_task(base=RecordedTask, autoretry_for=_TRANSIENT, retry_backoff=True, max_retries=8)
+@shared_task(base=RecordedTask, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=8)
 def resolve_pending_events() -> dict[str, int]:
     """Resolve stored events and records until none is pending (or ``RUN_SECONDS`` pass)."""
     # Cleared first: data stored while this run works schedules the next run.
@@ -34,7 +31,7 @@ def resolve_pending_events() -> dict[str, int]:
     while time.monotonic() < deadline:
         result = resolve_batch(batch_size=batch_size)
         total.add(result)
-        if result.events < batch_size and result.records < batch_size:
+        if result.empty:
             break
     else:
         resolution_schedule()

@@ -16,7 +16,13 @@ A batch is one transaction (``resolve_batch``):
 Values are PII: nothing here logs one or puts one in an exception (ids and kinds only).
 """
 
-from identity.services.resolution.batch import DEFAULT_BATCH_SIZE, resolve_batch, resolve_pending
+from identity.services.resolution.batch import (
+    DEFAULT_BATCH_SIZE,
+    TRANSIENT,
+    failures_retry,
+    resolve_batch,
+    resolve_pending,
+)
 from identity.services.resolution.evidence import evidence_restore
 from identity.services.resolution.result import ResolveResult
 from identity.services.resolution.write import NO_IDENTIFIER, RESOLVER_ACTOR
@@ -25,8 +31,10 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "NO_IDENTIFIER",
     "RESOLVER_ACTOR",
+    "TRANSIENT",
     "ResolveResult",
     "evidence_restore",
+    "failures_retry",
     "resolve_batch",
     "resolve_pending",
 ]

@@ -28,6 +28,7 @@ from identity.models import Edge, EdgeRule, Identifier
 from identity.normalization import IdentityConfig, identity_config
 
 Pair = tuple[str, str]  # (kind, normalized value)
+Claim = tuple[str, int]  # ("event" | "record", id)
 
 
 @dataclass
@@ -62,10 +63,15 @@ FOR UPDATE SKIP LOCKED
 """
 
 
-def claim_events(limit: int, config: IdentityConfig) -> list[Item]:
+def claim_events(limit: int, config: IdentityConfig, *, claimed: list[Claim]) -> list[Item]:
+    """The oldest unresolved events, locked; their ids are appended to ``claimed`` first, so a
+    caller whose batch fails still knows which rows it held."""
+    if limit <= 0:
+        return []
     with bound_cursor() as cursor:
         cursor.execute(_CLAIM_EVENTS, [limit])
         rows = cursor.fetchall()
+    claimed.extend(("event", row[0]) for row in rows)
     # PII (email and phone traits among it) was encrypted at ingest: open it in memory only.
     opened = events_pii([(row[11], row[2], row[10]) for row in rows])
     items = [event_item(row, pii, config) for row, pii in zip(rows, opened, strict=True)]
@@ -163,11 +169,15 @@ def _existing_pairs(pairs: Iterable[Pair]) -> set[Pair]:
         return {by_index[(kind, bytes(index))] for kind, index in cursor.fetchall()}
 
 
-def claim_records(limit: int, config: IdentityConfig) -> list[Item]:
+def claim_records(limit: int, config: IdentityConfig, *, claimed: list[Claim]) -> list[Item]:
+    """The pending records, oldest change first, locked; ids appended to ``claimed`` first."""
+    if limit <= 0:
+        return []
     pending = Q(resolved_seq__isnull=True) | ~Q(resolved_seq=F("seq"))
     records = list(
         Record.objects.filter(pending).order_by("seq").select_for_update(skip_locked=True)[:limit]
     )
+    claimed.extend(("record", record.pk) for record in records)
     if not records:
         return []
     names = dict(

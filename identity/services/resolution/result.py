@@ -14,6 +14,7 @@ class ResolveResult:
     merges: int = 0
     profiles_created: int = 0
     lock_retries: int = 0
+    failed: int = 0  # rows set aside as ResolutionFailure
 
     def add(self, other: ResolveResult) -> None:
         for name in self.__dataclass_fields__:
@@ -21,4 +22,5 @@ class ResolveResult:
 
     @property
     def empty(self) -> bool:
-        return self.events == 0 and self.records == 0
+        """Nothing was pending (a batch that only set rows aside is not empty)."""
+        return self.events == 0 and self.records == 0 and self.failed == 0

@@ -284,3 +284,25 @@ def test_observations_of_an_erased_identifier_no_longer_count(web: int) -> None:
     data_keys_destroy(ids=[anon.data_key_id])  # the anchor of the email's identify call
     profiles_refresh(profile_ids=[profile], traits_for=[profile])
     assert set(Profile.objects.get(pk=profile).traits) == {"plan"}
+
+
+def test_a_record_that_changes_its_email_withdraws_the_old_evidence(web: int, crm: int) -> None:
+    upsert(crm, {"external_id": "C-1", "email": "old@example.com", "city": "Leeds"})
+    ingest(web, message("identify", userId="u-old", traits={"email": "old@example.com"}))
+    resolve()
+    record_profile = pid("external", "crm:C-1")
+    assert pid("user_id", "u-old") == record_profile
+
+    upsert(crm, {"external_id": "C-1", "email": "new@example.com", "city": "Leeds"})
+    result = resolve()
+
+    assert result.withdrawn == 1
+    assert pid("external", "crm:C-1") == pid("email", "new@example.com")
+    # The web user who had the old address is no longer joined to the record.
+    assert pid("user_id", "u-old") == pid("email", "old@example.com") != pid("external", "crm:C-1")
+    old_edge = Edge.objects.get(rule=EdgeRule.CRM_RECORD, invalidated_at__isnull=False)
+    assert old_edge.invalidated_by == "resolver"
+    entry = MergeLedgerEntry.objects.get(action=LedgerAction.UNMERGE)
+    assert entry.actor == "resolver" and entry.edge_id == old_edge.pk
+    # Resolving again changes nothing.
+    assert resolve().empty

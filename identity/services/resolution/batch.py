@@ -18,7 +18,7 @@ from identity.services.identifiers import identifiers_get_or_create
 from identity.services.resolution.decide import decide
 from identity.services.resolution.items import Claim, claim_events, claim_records, node_kinds
 from identity.services.resolution.result import ResolveResult
-from identity.services.resolution.write import NO_IDENTIFIER, write_batch
+from identity.services.resolution.write import NO_IDENTIFIER, evidence_withdraw, write_batch
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def _resolve_once(*, events: int, records: int, claimed: list[Claim]) -> Resolve
     locked = components_lock(node_ids.values())
     decision = decide(items, node_ids=node_ids, kinds=node_kinds(nodes), locked=locked)
     write_batch(items, decision, node_ids=node_ids, nodes=nodes, result=result)
+    evidence_withdraw(decision, result)
     return result
 
 

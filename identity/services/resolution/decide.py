@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from identity.components import Components, LinkOutcome
 from identity.merging import LockedComponents
@@ -22,6 +22,9 @@ class Decision:
     merges: list[tuple[int, int, int]]  # (kept profile, absorbed profile, edge index)
     components: Components[ComponentKey]
     key_of: dict[int, ComponentKey]
+    # Valid edges of re-resolved records that their new version no longer states: (edge id,
+    # applied, one end). The record's earlier evidence is withdrawn after the batch is written.
+    withdrawn: list[tuple[int, bool, int]] = field(default_factory=list)
 
 
 def decide(
@@ -45,19 +48,34 @@ def decide(
             key_of[identifier_id] = ("p", owner)
     decision = Decision([], [], [], [], components, key_of)
     stored = _stored_record_edges([item.origin_id for item in items if item.origin == "record"])
+    stated: set[tuple[int, int, int]] = set()
     for index, item in enumerate(items):
         if item.rule is not None:
-            _link_item(decision, index, item, node_ids=node_ids, kinds=kinds, stored=stored)
+            stated |= _link_item(
+                decision, index, item, node_ids=node_ids, kinds=kinds, stored=set(stored)
+            )
+    decision.withdrawn = [
+        (edge_id, applied, key[0])
+        for key, (edge_id, applied, valid) in sorted(stored.items())
+        if valid and key not in stated
+    ]
     return decision
 
 
-def _stored_record_edges(record_ids: Sequence[int]) -> set[tuple[int, int, int]]:
+def _stored_record_edges(
+    record_ids: Sequence[int],
+) -> dict[tuple[int, int, int], tuple[int, bool, bool]]:
+    """(a, b, record) -> (edge id, applied, still valid) of the records' stored evidence."""
     if not record_ids:
-        return set()
+        return {}
     rows = Edge.objects.filter(record_id__in=record_ids, rule=EdgeRule.CRM_RECORD).values_list(
-        "a_id", "b_id", "record_id"
+        "a_id", "b_id", "record_id", "pk", "applied", "invalidated_at"
     )
-    return {(a, b, record) for a, b, record in rows if record is not None}
+    return {
+        (a, b, record): (pk, applied, invalidated is None)
+        for a, b, record, pk, applied, invalidated in rows
+        if record is not None
+    }
 
 
 def _link_item(
@@ -68,13 +86,17 @@ def _link_item(
     node_ids: Mapping[Pair, int],
     kinds: Mapping[int, str],
     stored: set[tuple[int, int, int]],
-) -> None:
-    """Decide the edges of one evidence item under the merge rules, in order. A record
-    re-resolved after a change states its pairs again: those already stored are left as they
-    were decided (an invalidated one stays invalidated)."""
+) -> set[tuple[int, int, int]]:
+    """Decide the edges of one evidence item under the merge rules, in order; returns the
+    (a, b, record) pairs a record states. A record re-resolved after a change states its pairs
+    again: those already stored are left as they were decided (an invalidated one stays
+    invalidated)."""
+    stated: set[tuple[int, int, int]] = set()
     for edge in item_edges(item, node_ids=node_ids, kinds=kinds):
-        if edge.record_id is not None and (edge.a_id, edge.b_id, edge.record_id) in stored:
-            continue
+        if edge.record_id is not None:
+            stated.add((edge.a_id, edge.b_id, edge.record_id))
+            if (edge.a_id, edge.b_id, edge.record_id) in stored:
+                continue
         outcome = decision.components.link(decision.key_of[edge.a_id], decision.key_of[edge.b_id])
         edge.applied, edge.conflict = outcome.applied, outcome.conflict
         decision.edges.append(edge)
@@ -84,3 +106,4 @@ def _link_item(
         if kept is not None and absorbed is not None and kept[0] == absorbed[0] == "p":
             # Two existing profiles joined (an identifier joining a profile is no merge).
             decision.merges.append((kept[1], absorbed[1], len(decision.edges) - 1))
+    return stated

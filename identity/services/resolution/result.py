@@ -15,6 +15,7 @@ class ResolveResult:
     profiles_created: int = 0
     lock_retries: int = 0
     failed: int = 0  # rows set aside as ResolutionFailure
+    withdrawn: int = 0  # edges of changed records no longer stated
 
     def add(self, other: ResolveResult) -> None:
         for name in self.__dataclass_fields__:

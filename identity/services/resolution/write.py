@@ -25,6 +25,7 @@ from identity.services.profiles import profiles_counters_add, profiles_refresh
 from identity.services.resolution.decide import ComponentKey, Decision
 from identity.services.resolution.items import Item, Pair
 from identity.services.resolution.result import ResolveResult
+from identity.services.unmerge import profile_unmerge
 
 RESOLVER_ACTOR = "resolver"
 # identifier_id of an event that carries no usable identifier (every id blocked or invalid):
@@ -257,3 +258,31 @@ def _by_profile(added: Mapping[int, Counters], final: Mapping[int, int]) -> dict
             else (known[0] + count, min(known[1], first), max(known[2], last))
         )
     return out
+
+
+def evidence_withdraw(decision: Decision, result: ResolveResult) -> None:
+    """A changed CRM record no longer states some of its earlier pairs (a new email): those
+    edges are invalidated and, where they held a profile together, the profile is split as a
+    steward's unmerge would split it (ledger actor ``resolver``)."""
+    if not decision.withdrawn:
+        return
+    reason = "the CRM record changed: evidence of its earlier version is withdrawn"
+    refused = [edge_id for edge_id, applied, _ in decision.withdrawn if not applied]
+    Edge.objects.filter(pk__in=refused).update(
+        invalidated_at=timezone.now(), invalidated_by=RESOLVER_ACTOR, invalidation_reason=reason
+    )
+    applied = [(edge_id, end) for edge_id, was_applied, end in decision.withdrawn if was_applied]
+    profile_of = dict(
+        Identifier.objects.filter(pk__in={end for _, end in applied}).values_list(
+            "pk", "profile_id"
+        )
+    )
+    by_profile: dict[int, list[int]] = {}
+    for edge_id, end in applied:
+        by_profile.setdefault(profile_of[end], []).append(edge_id)
+    for profile_id, edge_ids in sorted(by_profile.items()):
+        unmerged = profile_unmerge(
+            profile_id=profile_id, edge_ids=edge_ids, actor=RESOLVER_ACTOR, reason=reason
+        )
+        result.profiles_created += len(unmerged.profiles)
+    result.withdrawn += len(decision.withdrawn)

@@ -17,6 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def env_int(name: str, default: int) -> int:
+    """A benchmark knob from the environment (unset or blank: the default)."""
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
 @dataclass(frozen=True)
 class Result:
     metric: str

@@ -84,7 +84,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from benchmarks import ROOT, Result
+from benchmarks import ROOT, Result, env_int
 from benchmarks.ingest import (
     PYTHON,
     _django_env,
@@ -112,18 +112,13 @@ TARGET_LOOKUP_RATE = 500
 TARGET_LAG_P95_S = 2.0
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name, "")
     return float(value) if value.strip() else default
 
 
 def _scaled(name: str, full: int) -> int:
-    return _env_int(name, max(1, round(full * _env_float("BENCH_IDENTITY_SCALE", 1.0))))
+    return env_int(name, max(1, round(full * _env_float("BENCH_IDENTITY_SCALE", 1.0))))
 
 
 @dataclass(frozen=True)
@@ -146,23 +141,21 @@ class Settings:
             for size in os.environ.get("BENCH_IDENTITY_BATCH_SIZES", "1000,5000").split(",")
         )
     )
-    client_procs: int = field(default_factory=lambda: _env_int("BENCH_CLIENT_PROCS", 2))
-    lookup_rate: int = field(default_factory=lambda: _env_int("BENCH_LOOKUP_RATE", 500))
-    lookup_duration: int = field(default_factory=lambda: _env_int("BENCH_LOOKUP_DURATION", 15))
-    lookup_low_rate: int = field(default_factory=lambda: _env_int("BENCH_LOOKUP_LOW_RATE", 100))
-    lookup_connections: int = field(
-        default_factory=lambda: _env_int("BENCH_LOOKUP_CONNECTIONS", 24)
-    )
-    lag_rate: int = field(default_factory=lambda: _env_int("BENCH_LAG_RATE", 10_000))
-    lag_duration: int = field(default_factory=lambda: _env_int("BENCH_LAG_DURATION", 30))
-    lag_low_rate: int = field(default_factory=lambda: _env_int("BENCH_LAG_LOW_RATE", 1_000))
-    lag_drain: int = field(default_factory=lambda: _env_int("BENCH_LAG_DRAIN", 15))
-    lag_connections: int = field(default_factory=lambda: _env_int("BENCH_LAG_CONNECTIONS", 8))
-    lag_poll_ms: int = field(default_factory=lambda: _env_int("BENCH_LAG_POLL_MS", 50))
+    client_procs: int = field(default_factory=lambda: env_int("BENCH_CLIENT_PROCS", 2))
+    lookup_rate: int = field(default_factory=lambda: env_int("BENCH_LOOKUP_RATE", 500))
+    lookup_duration: int = field(default_factory=lambda: env_int("BENCH_LOOKUP_DURATION", 15))
+    lookup_low_rate: int = field(default_factory=lambda: env_int("BENCH_LOOKUP_LOW_RATE", 100))
+    lookup_connections: int = field(default_factory=lambda: env_int("BENCH_LOOKUP_CONNECTIONS", 24))
+    lag_rate: int = field(default_factory=lambda: env_int("BENCH_LAG_RATE", 10_000))
+    lag_duration: int = field(default_factory=lambda: env_int("BENCH_LAG_DURATION", 30))
+    lag_low_rate: int = field(default_factory=lambda: env_int("BENCH_LAG_LOW_RATE", 1_000))
+    lag_drain: int = field(default_factory=lambda: env_int("BENCH_LAG_DRAIN", 15))
+    lag_connections: int = field(default_factory=lambda: env_int("BENCH_LAG_CONNECTIONS", 8))
+    lag_poll_ms: int = field(default_factory=lambda: env_int("BENCH_LAG_POLL_MS", 50))
     redis_url: str = field(
         default_factory=lambda: os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
     )
-    redis_db: int = field(default_factory=lambda: _env_int("BENCH_REDIS_DB", 11))
+    redis_db: int = field(default_factory=lambda: env_int("BENCH_REDIS_DB", 11))
     database: str = field(
         default_factory=lambda: os.environ.get("BENCH_IDENTITY_DB", "cdp_bench_identity")
     )

@@ -13,12 +13,11 @@ Knobs: ``BENCH_GRAPH_IDENTIFIERS`` (1,000,000), ``BENCH_GRAPH_REPEAT`` (3; the m
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
 import time
 
-from benchmarks import Result
+from benchmarks import Result, env_int
 from identity.components import replay
 from identity.rules import MergeRules
 
@@ -51,8 +50,8 @@ def _graph(
 
 
 def run() -> list[Result]:
-    identifiers = int(os.environ.get("BENCH_GRAPH_IDENTIFIERS", "1000000"))
-    repeat = int(os.environ.get("BENCH_GRAPH_REPEAT", "3"))
+    identifiers = env_int("BENCH_GRAPH_IDENTIFIERS", 1_000_000)
+    repeat = env_int("BENCH_GRAPH_REPEAT", 3)
     nodes, edges = _graph(identifiers)
     timings = []
     refused = components = 0

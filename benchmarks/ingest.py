@@ -45,7 +45,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from benchmarks import ROOT, Result
+from benchmarks import ROOT, Result, env_int
 
 TITLE = "Ingestion: /v1/batch and /v1/track vs raw COPY"
 
@@ -62,20 +62,15 @@ TARGET_P99_MS = 50.0
 TARGET_TRACK_PER_S = 1_500
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
 @dataclass(frozen=True)
 class Settings:
-    duration: int = _env_int("BENCH_DURATION", 20)
-    warmup: int = _env_int("BENCH_WARMUP", 5)
-    track_duration: int = _env_int("BENCH_TRACK_DURATION", 10)
-    client_procs: int = _env_int("BENCH_CLIENT_PROCS", 2)
-    batch_connections: int = _env_int("BENCH_BATCH_CONNECTIONS", 4)
-    track_connections: int = _env_int("BENCH_TRACK_CONNECTIONS", 8)
-    raw_rows: int = _env_int("BENCH_RAW_ROWS", 200_000)
+    duration: int = env_int("BENCH_DURATION", 20)
+    warmup: int = env_int("BENCH_WARMUP", 5)
+    track_duration: int = env_int("BENCH_TRACK_DURATION", 10)
+    client_procs: int = env_int("BENCH_CLIENT_PROCS", 2)
+    batch_connections: int = env_int("BENCH_BATCH_CONNECTIONS", 4)
+    track_connections: int = env_int("BENCH_TRACK_CONNECTIONS", 8)
+    raw_rows: int = env_int("BENCH_RAW_ROWS", 200_000)
     database: str = os.environ.get("BENCH_DB", "cdp_bench")
 
 

@@ -95,6 +95,7 @@ from benchmarks.ingest import (
     server_url,
     start_gunicorn,
     stop_gunicorn,
+    stop_process_group,
 )
 
 TITLE = "Identity: resolver, rebuild_identity, profile lookup, event -> profile lag"
@@ -995,14 +996,8 @@ def _redis_flush(cfg: Settings) -> None:
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    # A resolver worker finishes its batch on SIGTERM: give it longer than gunicorn.
+    stop_process_group(process, timeout=40)
 
 
 def resolve_loop() -> None:

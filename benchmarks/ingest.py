@@ -617,11 +617,17 @@ def start_gunicorn(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 def stop_gunicorn(process: subprocess.Popen[bytes]) -> None:
+    stop_process_group(process, timeout=25)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """SIGTERM to the process group of a process started with ``start_new_session``; SIGKILL
+    when it has not exited after ``timeout`` seconds."""
     if process.poll() is not None:
         return
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=25)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 from django.contrib import admin
@@ -33,7 +34,7 @@ class ReadOnlyAdmin(ViewOnlyAdmin):
     show_facets = admin.ShowFacets.NEVER
 
 
-class ProfileParameterFilter(admin.SimpleListFilter):
+class ProfileParameterFilter(admin.SimpleListFilter, abc.ABC):
     """``?profile=<id>``: the rows of one profile. Offered only as a link from the profile page
     (a list of every profile would be the whole table), so its one choice is the value given."""
 
@@ -44,20 +45,23 @@ class ProfileParameterFilter(admin.SimpleListFilter):
         value = self.value()
         return [(value, f"profile {value}")] if value else []
 
-    def profile_id(self) -> int | None:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
-        return int(value) if value and value.isdigit() else None
+        if value is None:
+            return None
+        if not value.isdigit():
+            return queryset.none()
+        return self.of_profile(queryset, int(value))
+
+    @abc.abstractmethod
+    def of_profile(self, queryset: QuerySet[Any], profile_id: int) -> QuerySet[Any]:
+        """The rows of ``queryset`` that belong to the profile."""
 
 
 class EdgeProfileFilter(ProfileParameterFilter):
     """Edges touching the profile's identifiers, valid or not (also refused links to others)."""
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        if self.value() is None:
-            return None
-        profile_id = self.profile_id()
-        if profile_id is None:
-            return queryset.none()
+    def of_profile(self, queryset: QuerySet[Any], profile_id: int) -> QuerySet[Any]:
         # The ids first: `a_id IN (...) OR b_id IN (...)` is two scans of the a and b indexes.
         ids = list(Identifier.objects.filter(profile_id=profile_id).values_list("pk", flat=True))
         return queryset.filter(Q(a_id__in=ids) | Q(b_id__in=ids))
@@ -66,12 +70,7 @@ class EdgeProfileFilter(ProfileParameterFilter):
 class LedgerProfileFilter(ProfileParameterFilter):
     """Ledger entries naming the profile on either side."""
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        if self.value() is None:
-            return None
-        profile_id = self.profile_id()
-        if profile_id is None:
-            return queryset.none()
+    def of_profile(self, queryset: QuerySet[Any], profile_id: int) -> QuerySet[Any]:
         return queryset.filter(Q(profile_id=profile_id) | Q(other_profile_id=profile_id))
 
 

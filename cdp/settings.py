@@ -103,6 +103,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "cdp.api",
     "cdp.crypto",
+    "cdp.audit",
     "cdp.jobs",
     "cdp.ops",
     "cdp.ingestion",
@@ -314,6 +315,20 @@ CDP_MERGE_RULES: dict[str, Any] = {
 from identity.rules import load_merge_rules  # noqa: E402 (kept with its section)
 
 load_merge_rules(CDP_MERGE_RULES)
+# --- consent and privacy (see consent/purposes.py, docs/privacy.md) --------------------------
+from consent.purposes import DEFAULT_PURPOSES, purposes_parse  # noqa: E402
+
+CDP_CONSENT: dict[str, Any] = {
+    # {purpose: {"default": "granted"|"denied", "channel": kind, "aliases": [...]}}; replaces
+    # the defaults as a whole.
+    "PURPOSES": env_json("CDP_CONSENT_PURPOSES_JSON", DEFAULT_PURPOSES),
+    # How long an unsubscribe link works.
+    "UNSUBSCRIBE_MAX_AGE_DAYS": env_int("CDP_UNSUBSCRIBE_MAX_AGE_DAYS", 90),
+    # How long an access (DSAR) export can be downloaded before its key is destroyed.
+    "ACCESS_EXPORT_DAYS": env_int("CDP_ACCESS_EXPORT_DAYS", 7),
+}
+purposes_parse(CDP_CONSENT["PURPOSES"])
+
 CDP_RESOLVER: dict[str, Any] = {
     "BATCH_SIZE": env_int("CDP_RESOLVER_BATCH_SIZE", 1000),
     # Ingestion enqueues a resolver run on commit; the periodic run catches anything missed.

@@ -103,14 +103,16 @@ class ProfileLookupView(_ProfileReadView):
     def _lookup(self, request: Request, data: Any) -> Response:
         query = s.LookupQuerySerializer(data=data)
         query.is_valid(raise_exception=True)
-        kind, raw = _lookup_identifier(query.validated_data)
+        kind, raw = lookup_identifier(query.validated_data)
         identifier = selectors.identifier_find(kind=kind, raw_value=raw)
         if identifier is None or identifier.profile_id is None:
             raise NotFound("No profile has this identifier.", code="profile_not_found")
         return _profile_body(identifier.profile_id, request)
 
 
-def _lookup_identifier(data: dict[str, Any]) -> tuple[str, str]:
+def lookup_identifier(data: dict[str, Any]) -> tuple[str, str]:
+    """The (kind, raw value) a validated ``LookupQuerySerializer`` names (also used by the
+    privacy API)."""
     if "external_id" not in data:
         (name,) = (name for name in s.LOOKUP_KINDS if name in data)
         return name, data[name]

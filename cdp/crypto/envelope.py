@@ -40,10 +40,15 @@ Ciphertext = bytes | memoryview  # BinaryField values come back from PostgreSQL 
 def encrypt(plaintext: str, *, key: DataKey, aad: bytes) -> bytes:
     """Encrypt ``plaintext`` under ``key``; no query: the row in hand is trusted, so a key
     destroyed since it was loaded still encrypts (into a value nobody can read back)."""
+    return encrypt_bytes(plaintext.encode("utf-8"), key=key, aad=aad)
+
+
+def encrypt_bytes(plaintext: bytes, *, key: DataKey, aad: bytes) -> bytes:
+    """``encrypt`` for binary content (an access export's zip), in the same format."""
     _check_aad(aad)
     header = _HEADER.pack(CIPHERTEXT_VERSION, _saved_id(key))
     nonce = os.urandom(NONCE_BYTES)
-    sealed = _aead_for_key(key).encrypt(nonce, plaintext.encode("utf-8"), header + aad)
+    sealed = _aead_for_key(key).encrypt(nonce, plaintext, header + aad)
     return header + nonce + sealed
 
 
@@ -51,6 +56,14 @@ def decrypt(ciphertext: Ciphertext, *, aad: bytes) -> str:
     """Decrypt one value; at most one query (none when its data key is cached)."""
     (plaintext,) = decrypt_many([(ciphertext, aad)])
     return plaintext
+
+
+def decrypt_bytes(ciphertext: Ciphertext, *, aad: bytes) -> bytes:
+    """Decrypt what ``encrypt_bytes`` made; at most one query. Raises like ``decrypt``."""
+    sealed = bytes(ciphertext)
+    key_id = data_key_id_of(sealed)
+    aead = _aeads_for_ids([key_id])[key_id]
+    return _open_bytes(sealed, aad=aad, aead=aead, key_id=key_id)
 
 
 def decrypt_many(items: Iterable[tuple[Ciphertext, bytes]]) -> list[str]:
@@ -97,6 +110,10 @@ def data_key_id_of(ciphertext: Ciphertext) -> int:
 
 
 def _open(ciphertext: bytes, *, aad: bytes, aead: AESGCM, key_id: int) -> str:
+    return _open_bytes(ciphertext, aad=aad, aead=aead, key_id=key_id).decode("utf-8")
+
+
+def _open_bytes(ciphertext: bytes, *, aad: bytes, aead: AESGCM, key_id: int) -> bytes:
     _check_aad(aad)
     header = ciphertext[: _HEADER.size]
     nonce = ciphertext[_HEADER.size : _HEADER.size + NONCE_BYTES]
@@ -107,7 +124,7 @@ def _open(ciphertext: bytes, *, aad: bytes, aead: AESGCM, key_id: int) -> str:
             f"Ciphertext under data key {key_id} does not authenticate: it was altered or "
             "belongs to another row (associated data differs)"
         ) from None
-    return plaintext.decode("utf-8")
+    return plaintext
 
 
 def _aead_for_key(key: DataKey) -> AESGCM:

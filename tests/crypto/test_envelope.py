@@ -10,7 +10,15 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pytest_django import DjangoAssertNumQueries
 
-from cdp.crypto.envelope import OVERHEAD_BYTES, data_key_id_of, decrypt, decrypt_many, encrypt
+from cdp.crypto.envelope import (
+    OVERHEAD_BYTES,
+    data_key_id_of,
+    decrypt,
+    decrypt_bytes,
+    decrypt_many,
+    encrypt,
+    encrypt_bytes,
+)
 from cdp.crypto.errors import DecryptionFailed
 from cdp.crypto.key_cache import data_key_cache
 from cdp.crypto.models import DataKey
@@ -30,6 +38,17 @@ def key() -> DataKey:
 def test_round_trip(key: DataKey) -> None:
     ciphertext = encrypt(EMAIL, key=key, aad=AAD)
     assert decrypt(ciphertext, aad=AAD) == EMAIL
+
+
+def test_binary_round_trip_with_a_cold_cache(key: DataKey) -> None:
+    """Binary content (an access export's zip) in the same format, no text encoding."""
+    content = bytes(range(256)) * 4
+    ciphertext = encrypt_bytes(content, key=key, aad=AAD)
+    assert len(ciphertext) == OVERHEAD_BYTES + len(content)
+    data_key_cache.clear()
+    assert decrypt_bytes(memoryview(ciphertext), aad=AAD) == content
+    with pytest.raises(DecryptionFailed):
+        decrypt_bytes(ciphertext, aad=b"identity.identifier:124:value")
 
 
 def test_ciphertext_layout(key: DataKey) -> None:

@@ -324,10 +324,19 @@ CDP_CONSENT: dict[str, Any] = {
     "PURPOSES": env_json("CDP_CONSENT_PURPOSES_JSON", DEFAULT_PURPOSES),
     # How long an unsubscribe link works.
     "UNSUBSCRIBE_MAX_AGE_DAYS": env_int("CDP_UNSUBSCRIBE_MAX_AGE_DAYS", 90),
+    # Requests to the unsubscribe pages per minute: per client address (mail providers send
+    # one-click POSTs from a few addresses, so keep it generous), and per link.
+    "UNSUBSCRIBE_RATE_LIMIT": os.environ.get("CDP_UNSUBSCRIBE_RATE_LIMIT", "300/min"),
+    "UNSUBSCRIBE_LINK_RATE_LIMIT": os.environ.get("CDP_UNSUBSCRIBE_LINK_RATE_LIMIT", "10/min"),
     # How long an access (DSAR) export can be downloaded before its key is destroyed.
     "ACCESS_EXPORT_DAYS": env_int("CDP_ACCESS_EXPORT_DAYS", 7),
 }
 purposes_parse(CDP_CONSENT["PURPOSES"])
+# The public origin (scheme://host[:port]) of links the platform mails out (unsubscribe links).
+# Production must set it before minting links; locally it is the development server.
+CDP_PUBLIC_BASE_URL = os.environ.get(
+    "CDP_PUBLIC_BASE_URL", "" if PRODUCTION else "http://127.0.0.1:8000"
+).rstrip("/")
 
 CDP_RESOLVER: dict[str, Any] = {
     "BATCH_SIZE": env_int("CDP_RESOLVER_BATCH_SIZE", 1000),

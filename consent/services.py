@@ -88,9 +88,11 @@ def consent_entries_append(
     """Append ``(identifier id, choice)`` rows in order. A choice read from a tracked call that
     repeats its identifier's current one is skipped: consent tools resend their state with every
     call, and a resent state is not a new choice (an explicit one through the API always
-    counts). A denial of what the identifier had granted is recorded as ``withdrawn``. The
-    caller holds the identifiers' profile locks and refreshes their states. One query to read,
-    one to write."""
+    counts), and so is a repeated unsubscribe: an address-bound restriction through an
+    identifier whose latest choice already is one (a mail provider's one-click POST and the
+    person's own click on the same link). A denial of what the identifier had granted is
+    recorded as ``withdrawn``. The caller holds the identifiers' profile locks and refreshes
+    their states. One query to read, one to write."""
     if not rows:
         return []
     for _, choice in rows:
@@ -100,13 +102,15 @@ def consent_entries_append(
     entries: list[ConsentEntry] = []
     for identifier_id, choice in rows:
         key = (identifier_id, choice.purpose)
-        previous = current.get(key)
+        previous, previous_bound = current.get(key, (None, False))
         status = choice.status
         if status == ConsentStatus.DENIED and previous == ConsentStatus.GRANTED:
             status = ConsentStatus.WITHDRAWN
         if choice.channel in RESENT_CHANNELS and _same_choice(previous, status):
             continue
-        current[key] = status
+        if choice.address_bound and previous_bound and _same_choice(previous, status):
+            continue
+        current[key] = (status, choice.address_bound)
         entries.append(_entry(identifier_id, choice, status=status, actor=actor, now=now))
     if entries:
         _entries_insert(entries)
@@ -141,17 +145,18 @@ def _entry(
 
 
 _LATEST = """
-SELECT DISTINCT ON (identifier_id, purpose) identifier_id, purpose, status
+SELECT DISTINCT ON (identifier_id, purpose) identifier_id, purpose, status, address_bound
 FROM consent_consententry
 WHERE identifier_id = ANY(%s::bigint[])
 ORDER BY identifier_id, purpose, given_at DESC, id DESC
 """
 
 
-def _latest_statuses(identifier_ids: Iterable[int]) -> dict[tuple[int, str], str]:
+def _latest_statuses(identifier_ids: Iterable[int]) -> dict[tuple[int, str], tuple[str, bool]]:
+    """(status, address_bound) of each identifier's latest choice per purpose."""
     with bound_cursor() as cursor:
         cursor.execute(_LATEST, [sorted(identifier_ids)])
-        return {(row[0], row[1]): row[2] for row in cursor.fetchall()}
+        return {(row[0], row[1]): (row[2], row[3]) for row in cursor.fetchall()}
 
 
 def _entries_insert(entries: Sequence[ConsentEntry]) -> None:
@@ -247,11 +252,16 @@ def consent_states_refresh(*, profile_ids: Iterable[int]) -> int:
 
 # --- the API's writer -------------------------------------------------------------------------
 def consent_record(
-    *, identifier_id: int, choices: Sequence[ChoiceInput], actor: str, audit_action: AuditAction
+    *,
+    identifier_id: int,
+    choices: Sequence[ChoiceInput],
+    actor: str,
+    audit_action: AuditAction,
+    reason: str = "",
 ) -> ConsentRecorded:
     """Record choices made through one identifier, then its profile's state, under the lock
     protocol (retried when a concurrent merge moves the identifier meanwhile), with one audit
-    entry naming the purposes and statuses."""
+    entry naming the purposes and statuses (and the ``reason`` given, if any: no PII)."""
     if not choices:
         raise InvalidInput("Give at least one choice.", code="no_choice", attr="choices")
     for choice in choices:
@@ -260,7 +270,11 @@ def consent_record(
         try:
             with transaction.atomic():
                 return _record_locked(
-                    identifier_id=identifier_id, choices=choices, actor=actor, action=audit_action
+                    identifier_id=identifier_id,
+                    choices=choices,
+                    actor=actor,
+                    action=audit_action,
+                    reason=reason,
                 )
         except LockRace:
             logger.info("consent write raced a concurrent merge; retrying (attempt %d)", attempt)
@@ -268,7 +282,12 @@ def consent_record(
 
 
 def _record_locked(
-    *, identifier_id: int, choices: Sequence[ChoiceInput], actor: str, action: AuditAction
+    *,
+    identifier_id: int,
+    choices: Sequence[ChoiceInput],
+    actor: str,
+    action: AuditAction,
+    reason: str,
 ) -> ConsentRecorded:
     if not Identifier.objects.filter(pk=identifier_id).exists():
         raise NotFound(f"No identifier {identifier_id}.", code="identifier_not_found")
@@ -286,6 +305,7 @@ def _record_locked(
             "identifier_id": identifier_id,
             "choices": [{"purpose": c.purpose, "status": c.status} for c in choices],
             "recorded": [{"purpose": e.purpose, "status": e.status} for e in entries],
+            **({"reason": reason} if reason else {}),
         },
     )
     return ConsentRecorded(profile_id=profile_id, entries=entries)

@@ -44,6 +44,23 @@ def identifier_find(*, kind: str, raw_value: object) -> Identifier | None:
     return Identifier.objects.filter(kind=kind, blind_index=blind_index(kind, value)).first()
 
 
+def identifiers_find(pairs: Sequence[tuple[str, object]]) -> list[Identifier | None]:
+    """``identifier_find`` for many ``(kind, raw value)`` pairs, in their order: one query for
+    all of them. ValueError for an unknown kind."""
+    indexes: list[tuple[str, bytes] | None] = []
+    for kind, raw in pairs:
+        value = normalize(kind, raw)
+        indexes.append(None if value is None else (kind, blind_index(kind, value)))
+    wanted = {index for index in indexes if index is not None}
+    if not wanted:
+        return [None] * len(indexes)
+    query = Q()
+    for kind in {kind for kind, _ in wanted}:
+        query |= Q(kind=kind, blind_index__in=[index for k, index in wanted if k == kind])
+    found = {(row.kind, bytes(row.blind_index)): row for row in Identifier.objects.filter(query)}
+    return [None if index is None else found.get(index) for index in indexes]
+
+
 def identifier_value(identifier: Identifier) -> str:
     """The plaintext value (``KeyDestroyed`` once the person was erased)."""
     return decrypt(identifier.value_ciphertext, aad=Identifier.value_aad(identifier.pk))

@@ -330,6 +330,9 @@ CDP_CONSENT: dict[str, Any] = {
     "UNSUBSCRIBE_LINK_RATE_LIMIT": os.environ.get("CDP_UNSUBSCRIBE_LINK_RATE_LIMIT", "10/min"),
     # How long an access (DSAR) export can be downloaded before its key is destroyed.
     "ACCESS_EXPORT_DAYS": env_int("CDP_ACCESS_EXPORT_DAYS", 7),
+    # The largest access export kept (compressed zip, stored encrypted in one bytea): a bigger
+    # one fails its request with ExportTooLarge (docs/privacy.md).
+    "ACCESS_EXPORT_MAX_BYTES": env_int("CDP_ACCESS_EXPORT_MAX_BYTES", 128 * 1024 * 1024),
 }
 purposes_parse(CDP_CONSENT["PURPOSES"])
 # The public origin (scheme://host[:port]) of links the platform mails out (unsubscribe links).
@@ -345,6 +348,17 @@ CDP_RESOLVER: dict[str, Any] = {
     # The Celery queue of resolver runs ("": the default queue).
     "QUEUE": os.environ.get("CDP_RESOLVER_QUEUE", ""),
     "PERIOD_SECONDS": env_int("CDP_RESOLVER_PERIOD_SECONDS", 10),
+}
+# Probabilistic matching (identity/matching, docs/identity.md "Probabilistic matching").
+CDP_MATCHING: dict[str, Any] = {
+    "UPPER": float(os.environ.get("CDP_MATCH_UPPER", "0.9")),  # >= : auto-merge
+    "LOWER": float(os.environ.get("CDP_MATCH_LOWER", "0.3")),  # >= : review queue, else drop
+    "BRIDGE_SCORE": float(os.environ.get("CDP_MATCH_BRIDGE_SCORE", "0.99")),
+    "MAX_BLOCK": env_int("CDP_MATCH_MAX_BLOCK", 500),
+    "MIN_LABELS": env_int("CDP_MATCH_MIN_LABELS", 200),
+    "INCREMENTAL_BATCH": env_int("CDP_MATCH_INCREMENTAL_BATCH", 2000),
+    "LINK_BATCH": env_int("CDP_MATCH_LINK_BATCH", 2000),
+    "PERIOD_SECONDS": env_int("CDP_MATCH_PERIOD_SECONDS", 60),
 }
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -388,6 +402,14 @@ CELERY_BEAT_SCHEDULE = {
     "resolve-pending-events": {
         "task": "identity.tasks.resolve_pending_events",
         "schedule": timedelta(seconds=CDP_RESOLVER["PERIOD_SECONDS"]),
+    },
+    "match-changed-profiles": {
+        "task": "identity.matching.tasks.match_changed_profiles",
+        "schedule": timedelta(seconds=CDP_MATCHING["PERIOD_SECONDS"]),
+    },
+    "match-all-profiles": {
+        "task": "identity.matching.tasks.match_all_profiles",
+        "schedule": timedelta(days=1),
     },
 }
 

@@ -86,6 +86,15 @@ class Components(Generic[K]):
         del self._size[absorbed]
         return LinkOutcome(applied=True, kept=kept, absorbed=absorbed)
 
+    def conflict_of(self, a: K, b: K) -> str:
+        """Why ``link(a, b)`` would be refused ("" when it would not be), without linking: what
+        a preview of a merge asks."""
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a == root_b:
+            return ""
+        size = self._size[root_a] + self._size[root_b]
+        return self.rules.conflict(self._counts[root_a], self._counts[root_b], size=size) or ""
+
     def groups(self) -> dict[K, list[K]]:
         """Root -> the keys of its component (roots included), keys in insertion order."""
         out: dict[K, list[K]] = {}

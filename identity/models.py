@@ -8,6 +8,8 @@ these tables may hold a value in clear (edge evidence names fields, never values
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Length
 from django.db.models.lookups import Exact
@@ -354,3 +356,99 @@ class ResolutionFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.origin} {self.origin_id} failed to resolve"
+
+
+# --- probabilistic matching (identity/matching, docs/identity.md) ------------------------------
+class MatchModelKind(models.TextChoices):
+    ECM = "ecm"
+    LOGISTIC = "logistic"
+
+
+class MatchModel(models.Model):
+    """One version of the matcher's scoring model: Fellegi-Sunter weights fitted by ECM on a
+    full pass, or a logistic regression trained on stewards' decisions with its evaluation.
+    Parameters are the feature weights as JSON (``identity.matching.scoring``), never a pickle."""
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=16, choices=MatchModelKind.choices)
+    parameters = models.JSONField()
+    # logistic: cross-validated precision / recall / F1 / ROC AUC; ecm: what it was fitted on
+    evaluation = models.JSONField(default=dict, blank=True)
+    trained_on = models.PositiveIntegerField(default=0)  # pairs (ecm) or labelled pairs
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.kind} model v{self.pk}"
+
+
+class MatchStatus(models.TextChoices):
+    PENDING = "pending"  # in the review queue
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    AUTO_MERGED = "auto_merged"
+    DROPPED = "dropped"  # scored below the review threshold
+    # a merge rule refuses it (two user ids, a limit, the size guardrail): it never merges
+    CONFLICT = "conflict"
+
+
+class MatchCandidate(models.Model):
+    """A pair of profiles the matcher compared, by an anchor identifier of each (the edge it
+    would add links those two). ``comparison`` holds per feature the outcome, similarity and
+    weight, never a value; ``fingerprint`` is a keyed digest of both sides' compared fields, so a
+    rejected pair comes back only when its data changes."""
+
+    id = models.BigAutoField(primary_key=True)
+    a = models.ForeignKey(Identifier, on_delete=models.PROTECT, related_name="+")
+    b = models.ForeignKey(Identifier, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=MatchStatus.choices)
+    score = models.FloatField()
+    comparison = models.JSONField(default=dict)
+    model = models.ForeignKey(
+        MatchModel, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    fingerprint = models.CharField(max_length=64)
+    conflict = models.CharField(max_length=100, blank=True, default="")
+    # Held a component together alone with a score below the bridge threshold: sent to review
+    # instead of merging two groups transitively.
+    weak_bridge = models.BooleanField(default=False)
+    edge = models.ForeignKey(
+        Edge, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=ACTOR_MAX_LENGTH, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(a__lt=models.F("b")), name="match_a_lt_b"),
+            models.UniqueConstraint(fields=["a", "b"], name="match_pair_once"),
+        ]
+        indexes = [models.Index(fields=["status", "-score"], name="match_status_score")]
+
+    def __str__(self) -> str:
+        return f"match candidate {self.pk} ({self.status}, {self.score:.3f})"
+
+
+class MatchProfile(models.Model):
+    """What the matcher last saw of a live profile: the anchor identifier its fields came
+    through, a keyed fingerprint of them, and its blocking keys as keyed digests (never in
+    clear) so an incremental run finds a changed profile's block-mates with one indexed query."""
+
+    profile = models.OneToOneField(
+        Profile, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    # None: the profile has no fields to compare (it is remembered as seen all the same)
+    anchor = models.ForeignKey(
+        Identifier, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    fingerprint = models.CharField(max_length=64, blank=True, default="")
+    block_keys = ArrayField(models.CharField(max_length=32), default=list)
+    matched_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [GinIndex(fields=["block_keys"], name="match_profile_block_keys")]
+
+    def __str__(self) -> str:
+        return f"match state of profile {self.profile_id}"

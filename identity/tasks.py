@@ -53,3 +53,14 @@ def resolution_schedule() -> None:
         logger.warning(
             "could not enqueue a resolver run (%s); beat will run one", type(exc).__name__
         )
+
+
+# The matcher's tasks live with it; imported here so Celery's autodiscovery registers them.
+from identity.matching.tasks import match_all_profiles, match_changed_profiles  # noqa: E402
+
+__all__ = [
+    "match_all_profiles",
+    "match_changed_profiles",
+    "resolution_schedule",
+    "resolve_pending_events",
+]

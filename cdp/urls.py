@@ -17,6 +17,7 @@ urlpatterns = [
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="docs"),
     path("v1/", include("cdp.ingestion.api.urls")),
     path("v1/", include("identity.api.urls")),
+    path("v1/", include("consent.api.urls")),
     # Unknown API routes answer with the error body even when DEBUG shows HTML pages elsewhere.
     re_path(r"^v1/", not_found, {"exception": None}, name="v1-not-found"),
 ]

@@ -11,6 +11,7 @@ class Scope(models.TextChoices):
     SEGMENTS_READ = "segments:read"
     SEGMENTS_WRITE = "segments:write"
     PRIVACY_WRITE = "privacy:write"
+    CONSENT_WRITE = "consent:write"
     EVENTS_READ = "events:read"
 
 

@@ -54,3 +54,15 @@ class IsSource(BasePermission):
         if not isinstance(request.auth, SourcePrincipal):
             raise NotAuthenticated("This endpoint needs a source write key.")
         return True
+
+
+ACTOR_MAX_LENGTH = 200
+
+
+def request_actor(request: Request) -> str:
+    """Who an API call acts as, for ledgers and the audit log: the token, by id and name (never
+    the secret)."""
+    token = request.auth
+    if not isinstance(token, ApiToken):
+        raise TypeError("request_actor needs a request authenticated by an API token")
+    return f"token:{token.pk} {token.name}"[:ACTOR_MAX_LENGTH]

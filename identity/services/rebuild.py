@@ -29,6 +29,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from consent.services import consent_states_refresh
 from identity.components import Components, LinkOutcome
 from identity.merging import (
     identifiers_assign,
@@ -203,6 +204,8 @@ def _apply(
     for start in range(0, len(touched), WRITE_CHUNK):
         chunk = touched[start : start + WRITE_CHUNK]
         profiles_refresh(profile_ids=chunk, traits_for=chunk)
+        consent_states_refresh(profile_ids=chunk)
+    consent_states_refresh(profile_ids=list(plan.retired))
     profile_changes_mark(touched)
     ledger_write(
         [

@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from cdp.api.errors import Conflict, InvalidInput, NotFound
+from consent.services import consent_states_refresh
 from identity.components import replay
 from identity.merging import (
     components_lock,
@@ -212,6 +213,8 @@ def _split(
     )
     touched = [profile_id, *targets]
     profiles_refresh(profile_ids=touched, traits_for=touched)
+    # Each side's consent is derived from its own identifiers' ledger again.
+    consent_states_refresh(profile_ids=touched)
     profile_changes_mark(touched)
 
 

@@ -62,6 +62,17 @@ def _object_body(request: Request) -> dict[str, Any]:
     return request.data
 
 
+def request_context(request: Request, batch_context: Any) -> Any:
+    """The batch-level context, with ``gpc: true`` when the request carries the Global Privacy
+    Control header (``Sec-GPC: 1``): browsers send it, and it is an opt-out of sale and sharing
+    for the person (consent/extraction.py). An event's own ``context.gpc`` wins over it."""
+    if request.headers.get("Sec-GPC", "").strip() != "1":
+        return batch_context
+    if isinstance(batch_context, dict):
+        return {"gpc": True, **batch_context}
+    return {"gpc": True}
+
+
 def _tracking_response(result: services.IngestResult) -> Response:
     services.raise_if_all_rejected(result, noun="event")
     return Response(
@@ -86,6 +97,7 @@ class _SingleCallView(_SourceView):
             source_id=self.source_id(request),
             messages=[_object_body(request)],
             call_type=self.call_type,
+            context=request_context(request, None),
         )
         return _tracking_response(result)
 
@@ -134,7 +146,7 @@ class BatchView(_SourceView):
             source_id=self.source_id(request),
             messages=batch,
             sent_at=body.get("sentAt"),
-            context=body.get("context"),
+            context=request_context(request, body.get("context")),
         )
         return _tracking_response(result)
 

@@ -15,6 +15,10 @@ from cdp.crypto.blind_index import blind_index
 from cdp.ingestion.models import Record, Source
 from cdp.ingestion.pii import events_pii, records_pii, restore_event_pii
 from cdp.ops.bulk import bound_cursor
+from consent.extraction import context_choices
+from consent.models import LegalBasis
+from consent.purposes import purposes
+from consent.services import ChoiceInput
 from identity.extraction import (
     ExtractedIdentifier,
     IdentifierRole,
@@ -45,6 +49,7 @@ class Item:
     traits: dict[str, Any] = field(default_factory=dict)
     received_at: datetime | None = None  # events: the partition key
     seq: int | None = None  # records: the version resolved
+    consent: list[ChoiceInput] = field(default_factory=list)  # events: choices in the context
 
 
 _CLAIM_EVENTS = """
@@ -54,7 +59,11 @@ SELECT id, received_at, source_id, type, user_id, anonymous_id, previous_id,
        CASE WHEN type IN ('identify', 'alias') THEN traits END,
        CASE WHEN type IN ('identify', 'alias') THEN context END,
        timestamp, message_id,
-       CASE WHEN type IN ('identify', 'alias') THEN pii END
+       CASE WHEN type IN ('identify', 'alias') THEN pii END,
+       -- Consent choices ride on any call (consent tools resend them with every event).
+       CASE WHEN context ?| array['consent', 'consentManagement', 'gpc'] THEN jsonb_build_object(
+           'consent', context -> 'consent', 'consentManagement', context -> 'consentManagement',
+           'gpc', context -> 'gpc', 'userAgent', context -> 'userAgent') END
 FROM ingestion_event
 WHERE identifier_id IS NULL
 ORDER BY id
@@ -97,6 +106,7 @@ def event_item(row: Sequence[Any], pii: dict[str, Any], config: IdentityConfig) 
         )
     else:
         found = [] if anchor is None else [ExtractedIdentifier(*anchor, IdentifierRole.ID, "")]
+    consent_context = _json(row[12])
     return Item(
         origin="event",
         origin_id=event_id,
@@ -107,7 +117,47 @@ def event_item(row: Sequence[Any], pii: dict[str, Any], config: IdentityConfig) 
         anchor=anchor,
         traits=_identify_traits(traits, context) if call_type == "identify" else {},
         received_at=received_at,
+        consent=event_consent(
+            consent_context,
+            event_id=event_id,
+            source_id=source_id,
+            given_at=timestamp,
+            ip=context.get("ip") if evidence else None,
+        )
+        if consent_context and anchor is not None
+        else [],
     )
+
+
+def event_consent(
+    context: Mapping[str, Any],
+    *,
+    event_id: int,
+    source_id: int,
+    given_at: datetime,
+    ip: object,
+) -> list[ChoiceInput]:
+    """The consent choices an event's context states (``consent.extraction``), as ledger input.
+    The IP is known only for identify and alias calls, whose PII the resolver decrypts."""
+    user_agent = context.get("userAgent")
+    return [
+        ChoiceInput(
+            purpose=choice.purpose,
+            status=choice.status,
+            channel=choice.channel,
+            legal_basis=choice.legal_basis
+            if choice.legal_basis in LegalBasis.values
+            else LegalBasis.CONSENT,
+            source_id=source_id,
+            provider=choice.provider,
+            policy_version=choice.policy_version,
+            ip=ip if isinstance(ip, str) and ip else None,
+            user_agent=user_agent if isinstance(user_agent, str) else "",
+            event_id=event_id,
+            given_at=given_at,
+        )
+        for choice in context_choices(context, purposes())
+    ]
 
 
 def _identify_traits(traits: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:

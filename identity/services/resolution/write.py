@@ -10,6 +10,7 @@ from typing import Any
 from django.utils import timezone
 
 from cdp.ops.bulk import rows_insert, rows_update
+from consent.services import consent_entries_append, consent_states_refresh
 from identity.merging import (
     identifiers_assign,
     ledger_entry,
@@ -71,6 +72,7 @@ def write_batch(
     ledger_write(_ledger(decision, edges, final))
     _events_anchor(items, node_ids)
     _records_mark(items)
+    consent_changed = _consent_append(items, node_ids, final)
     added = _counters_add(items, node_ids)
     traits_changed = observations_write(
         [
@@ -93,6 +95,8 @@ def write_batch(
     observed = {final[node.pk] for node in traits_changed if node.pk in final}
     # Profiles whose identifiers changed are recounted; the others only add this batch's events.
     profiles_refresh(profile_ids=membership_changed, traits_for=membership_changed | observed)
+    # Absorbed profiles lose their states; their survivors' are derived anew.
+    consent_states_refresh(profile_ids=membership_changed | consent_changed | set(absorbed))
     profiles_counters_add(
         added=_by_profile(
             {i: delta for i, delta in added.items() if final[i] not in membership_changed},
@@ -104,6 +108,21 @@ def write_batch(
     result.conflicts = sum(not edge.applied for edge in edges)
     result.merges = len(decision.merges)
     result.profiles_created = len(new_ids)
+
+
+def _consent_append(
+    items: Sequence[Item], node_ids: Mapping[Pair, int], final: Mapping[int, int]
+) -> set[int]:
+    """Append the consent choices of the batch's events to their anchors' ledgers; returns the
+    profiles whose entries changed."""
+    rows = [
+        (node_ids[item.anchor], choice)
+        for item in items
+        if item.anchor is not None
+        for choice in item.consent
+    ]
+    entries = consent_entries_append(rows, actor=RESOLVER_ACTOR)
+    return {final[entry.identifier_id] for entry in entries if entry.identifier_id in final}
 
 
 def _edges_insert(decision: Decision) -> list[Edge]:

@@ -403,6 +403,20 @@ CELERY_BEAT_SCHEDULE = {
         "task": "identity.tasks.resolve_pending_events",
         "schedule": timedelta(seconds=CDP_RESOLVER["PERIOD_SECONDS"]),
     },
+    # Access (DSAR) requests whose enqueue was lost; exports past expiry lose their key.
+    "run-access-requests": {
+        "task": "consent.tasks.access_requests_run_pending",
+        "schedule": timedelta(minutes=1),
+    },
+    "expire-access-exports": {
+        "task": "consent.tasks.access_exports_expire_due",
+        "schedule": timedelta(hours=1),
+    },
+    # Erasure requests whose enqueue was lost, failed ones to retry, stalled ones to finish.
+    "run-erasure-requests": {
+        "task": "consent.tasks.erasure_requests_run_pending",
+        "schedule": timedelta(minutes=1),
+    },
     "match-changed-profiles": {
         "task": "identity.matching.tasks.match_changed_profiles",
         "schedule": timedelta(seconds=CDP_MATCHING["PERIOD_SECONDS"]),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.urls import reverse
 from rest_framework import serializers
 
-from consent.models import PrivacyRequestKind, PrivacyRequestStatus
+from consent.models import PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus
+from consent.privacy.access.storage import export_available
 from identity.api.serializers import LookupQuerySerializer
 
 REASON_MAX_LENGTH = 1000
@@ -35,3 +37,18 @@ class PrivacyRequestOutputSerializer(serializers.Serializer):
     attempts = serializers.IntegerField()
     error = serializers.CharField(allow_blank=True)
     summary = serializers.DictField()
+    export_url = serializers.SerializerMethodField(
+        help_text=(
+            "Access requests: where the completed export is downloaded (needs privacy:write and "
+            "pii:read); null before completion, after expiry and for erasure requests."
+        )
+    )
+    export_expires_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Access requests: when the export's key is destroyed (it cannot be read then).",
+    )
+
+    def get_export_url(self, request: PrivacyRequest) -> str | None:
+        if not export_available(request):
+            return None
+        return reverse("privacy-requests-export", kwargs={"request_id": request.pk})

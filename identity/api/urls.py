@@ -1,6 +1,6 @@
 from django.urls import path
 
-from identity.api import views
+from identity.api import matching, views
 
 urlpatterns = [
     path("profiles/lookup", views.ProfileLookupView.as_view(), name="profiles-lookup"),
@@ -28,5 +28,20 @@ urlpatterns = [
         "profiles/<int:profile_id>/unmerge",
         views.ProfileUnmergeView.as_view(),
         name="profiles-unmerge",
+    ),
+    path(
+        "match-candidates",
+        matching.MatchCandidateListView.as_view(),
+        name="match-candidates",
+    ),
+    path(
+        "match-candidates/<int:candidate_id>/approve",
+        matching.MatchCandidateApproveView.as_view(),
+        name="match-candidates-approve",
+    ),
+    path(
+        "match-candidates/<int:candidate_id>/reject",
+        matching.MatchCandidateRejectView.as_view(),
+        name="match-candidates-reject",
     ),
 ]

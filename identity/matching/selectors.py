@@ -1,0 +1,68 @@
+"""Reads of the review queue: candidates by status and score, with both sides side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+
+from cdp.ingestion.pii import REDACTED
+from identity.matching.features import FIELDS
+from identity.matching.inputs import inputs_read
+from identity.models import Identifier, MatchCandidate
+from identity.selectors import profile_current
+
+
+def match_candidates(
+    *, status: str | None = None, min_score: float | None = None, max_score: float | None = None
+) -> QuerySet[MatchCandidate]:
+    rows = MatchCandidate.objects.select_related("model")
+    if status:
+        rows = rows.filter(status=status)
+    if min_score is not None:
+        rows = rows.filter(score__gte=min_score)
+    if max_score is not None:
+        rows = rows.filter(score__lte=max_score)
+    return rows
+
+
+@dataclass(frozen=True)
+class Side:
+    identifier_id: int
+    profile_id: int | None  # the live profile the anchor identifier is in now
+    fields: dict[str, Any]  # field -> value (pii:read), REDACTED, or None when absent
+
+
+def candidate_sides(
+    candidates: Sequence[MatchCandidate], *, reveal_pii: bool
+) -> dict[int, tuple[Side, Side]]:
+    """Both sides of each candidate: one identifier query, one read of the profiles' fields
+    (one key query) when values may be shown."""
+    ends = {i for c in candidates for i in (c.a_id, c.b_id)}
+    owner = dict(Identifier.objects.filter(pk__in=ends).values_list("pk", "profile_id"))
+    current = {
+        pk: (None if pk is None else getattr(profile_current(pk), "pk", None))
+        for pk in set(owner.values())
+    }
+    live = {i: current.get(owner.get(i)) for i in ends}
+    frame = inputs_read([p for p in set(live.values()) if p is not None]).frame
+    out = {}
+    for candidate in candidates:
+        out[candidate.pk] = (
+            _side(candidate.a_id, live[candidate.a_id], frame, reveal_pii),
+            _side(candidate.b_id, live[candidate.b_id], frame, reveal_pii),
+        )
+    return out
+
+
+def _side(identifier_id: int, profile_id: int | None, frame: Any, reveal: bool) -> Side:
+    fields: dict[str, Any] = dict.fromkeys(FIELDS)
+    if profile_id is not None and profile_id in frame.index:
+        row = frame.loc[profile_id]
+        for name in FIELDS:
+            value = row[name]
+            if value is not None:
+                fields[name] = value if reveal else REDACTED
+    return Side(identifier_id=identifier_id, profile_id=profile_id, fields=fields)

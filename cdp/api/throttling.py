@@ -1,4 +1,5 @@
-"""Rate limits: per API token for the management API, per source for the tracking API.
+"""Rate limits: per API token for the management API, per source for the tracking API, per client
+and per link for the unsubscribe pages (which need no login).
 
 Counters live in the Django cache: shared across processes when ``CACHE_URL`` points at Redis,
 per process otherwise. Exceeding a limit answers 429 with ``Retry-After``.
@@ -6,6 +7,7 @@ per process otherwise. Exceeding a limit answers 429 with ``Retry-After``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -55,3 +57,38 @@ class SourceRateThrottle(BaseThrottle):
 
     def wait(self) -> float:
         return self._wait
+
+
+class _SettingRateThrottle(SimpleRateThrottle):
+    """A rate read from a setting at each request (so tests and operators can change it)."""
+
+    setting: tuple[str, str] = ("", "")
+
+    def get_rate(self) -> str | None:
+        group, name = self.setting
+        rate: str | None = getattr(settings, group)[name]
+        return rate
+
+
+class UnsubscribeClientThrottle(_SettingRateThrottle):
+    """Unsubscribe pages (no login) per client address. Behind a proxy, set DRF's
+    ``NUM_PROXIES`` so the address is the client's, not the proxy's."""
+
+    scope = "unsubscribe"
+    setting = ("CDP_CONSENT", "UNSUBSCRIBE_RATE_LIMIT")
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return f"throttle:unsubscribe:client:{self.get_ident(request)}"
+
+
+class UnsubscribeLinkThrottle(_SettingRateThrottle):
+    """Requests per unsubscribe link (keyed by a digest of the token in the URL): hammering one
+    link gets nowhere even from many addresses."""
+
+    scope = "unsubscribe_link"
+    setting = ("CDP_CONSENT", "UNSUBSCRIBE_LINK_RATE_LIMIT")
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        token = str(view.kwargs.get("token", ""))
+        digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+        return f"throttle:unsubscribe:link:{digest}"

@@ -393,6 +393,11 @@ def _typo(rng: random.Random, text: str) -> str:
     return text[:i] + rng.choice("aeiourstn") + text[i + 1 :]
 
 
+def _postcode(rng: random.Random) -> str:
+    area = rng.choice("ABCDEFGHKLMNPRS")
+    return f"{area}{rng.randrange(1, 99)} {rng.randrange(10)}{rng.choice('ABDEFG')}{rng.choice('HJLNPQ')}"
+
+
 def _people(count: int, seed: int = 20261201) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     lasts = [a + b for a in _LAST_ROOTS for b in ("", "son", "ley", "ford", "er", "ton", "field")]
@@ -406,7 +411,7 @@ def _people(count: int, seed: int = 20261201) -> list[dict[str, Any]]:
                 "last_name": rng.choice(lasts),
                 "street": f"{1 + rng.randrange(300)} {rng.choice(_STREETS)}",
                 "city": rng.choice(_TOWNS),
-                "postcode": f"{rng.choice('ABCDEFGHKLMNPRS')}{rng.randrange(1, 99)} {rng.randrange(10)}{rng.choice('ABDEFG')}{rng.choice('HJLNPQ')}",
+                "postcode": _postcode(rng),
                 "birth_date": born.isoformat(),
                 "phone": f"+4479{rng.randrange(10**8):08d}",
             }

@@ -60,7 +60,9 @@ class FieldComparisonSerializer(serializers.Serializer):
 class SideSerializer(serializers.Serializer):
     identifier_id = serializers.IntegerField()
     profile_id = serializers.IntegerField(allow_null=True)
-    fields = serializers.DictField(child=serializers.CharField(allow_null=True))
+    fields = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.CharField(allow_null=True)
+    )
 
 
 class CandidateOutputSerializer(serializers.Serializer):

@@ -64,7 +64,7 @@ def weak_bridges(graph: nx.Graph, *, bridge_score: float) -> set[int]:
             data = component.edges[a, b]
             if data["score"] >= bridge_score:
                 continue
-            rest = nx.Graph(component)
+            rest: nx.Graph = nx.Graph(component)
             rest.remove_edge(a, b)
             side = nx.node_connected_component(rest, a)
             if len(side) >= 2 and len(nodes) - len(side) >= 2:

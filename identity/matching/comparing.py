@@ -49,7 +49,7 @@ STREET_THRESHOLD = 0.75
 class _Near(BaseCompareFeature):
     """Birth dates that are not equal but close: day/month swapped or one of y/m/d differs."""
 
-    def _compute_vectorized(self, y1, m1, d1, y2, m2, d2):  # type: ignore[no-untyped-def]
+    def _compute_vectorized(self, y1, m1, d1, y2, m2, d2):
         missing = (y1.isna() | y2.isna()).to_numpy()
         y1, m1, d1, y2, m2, d2 = (
             s.fillna(-1).to_numpy(dtype=np.int64) for s in (y1, m1, d1, y2, m2, d2)
@@ -70,14 +70,14 @@ class _Similar(BaseCompareFeature):
         super().__init__(left, right, label=label)
         self.threshold = threshold
 
-    def _compute_vectorized(self, s1, s2):  # type: ignore[no-untyped-def]
+    def _compute_vectorized(self, s1, s2):
         return _agreement(s1, s2, self.threshold)
 
 
 class _Prefix(BaseCompareFeature):
     """One first name starts the other (Jon / Jonathan, Chris / Christopher), 3 letters or more."""
 
-    def _compute_vectorized(self, s1, s2):  # type: ignore[no-untyped-def]
+    def _compute_vectorized(self, s1, s2):
         out = np.zeros(len(s1))
         for i, (a, b) in enumerate(zip(s1.to_numpy(), s2.to_numpy(), strict=True)):
             if isinstance(a, str) and isinstance(b, str) and min(len(a), len(b)) >= 3:

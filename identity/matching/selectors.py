@@ -46,7 +46,7 @@ def candidate_sides(
         pk: (None if pk is None else getattr(profile_current(pk), "pk", None))
         for pk in set(owner.values())
     }
-    live = {i: current.get(owner.get(i)) for i in ends}
+    live = {i: None if owner.get(i) is None else current.get(owner[i]) for i in ends}
     frame = inputs_read([p for p in set(live.values()) if p is not None]).frame
     out = {}
     for candidate in candidates:

@@ -42,7 +42,7 @@ def generated(people: int = 300, seed: int = 7) -> tuple[pd.DataFrame, set[tuple
         if i % 3 == 0:
             dup = dict(person)
             field = rng.choice(["first_name", "last_name", "street"])
-            dup[field] = _typo(rng, dup[field])
+            dup[field] = _typo(rng, str(dup[field]))
             dup["phone"] = None
             rows.append(dup)
             true.add((len(rows) - 2, len(rows) - 1))

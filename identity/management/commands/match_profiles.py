@@ -34,7 +34,7 @@ class Command(BaseCommand):
                 bar.update(1)
 
         report = matching_full(dry_run=options["dry_run"], progress=progress)
-        bar.update(bar.total - bar.n)
+        bar.update(4 - bar.n)
         bar.close()
         self._print(report, dry_run=options["dry_run"])
 

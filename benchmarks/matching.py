@@ -395,7 +395,8 @@ def _typo(rng: random.Random, text: str) -> str:
 
 def _postcode(rng: random.Random) -> str:
     area = rng.choice("ABCDEFGHKLMNPRS")
-    return f"{area}{rng.randrange(1, 99)} {rng.randrange(10)}{rng.choice('ABDEFG')}{rng.choice('HJLNPQ')}"
+    unit = f"{rng.randrange(10)}{rng.choice('ABDEFG')}{rng.choice('HJLNPQ')}"
+    return f"{area}{rng.randrange(1, 99)} {unit}"
 
 
 def _people(count: int, seed: int = 20261201) -> list[dict[str, Any]]:

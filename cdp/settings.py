@@ -234,6 +234,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets named after their model enums where several serializers share a field name.
+    "ENUM_NAME_OVERRIDES": {"ConsentStatusEnum": "consent.models.ConsentStatus"},
 }
 
 # --- ingestion --------------------------------------------------------------------------------

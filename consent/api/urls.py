@@ -1,6 +1,6 @@
 from django.urls import path
 
-from consent.api import opt_out, unsubscribe, views
+from consent.api import opt_out, privacy_views, unsubscribe, views
 
 urlpatterns = [
     path("consent", views.ConsentRecordView.as_view(), name="consent-record"),
@@ -26,4 +26,10 @@ urlpatterns = [
     ),
     path("unsubscribe/<str:token>", unsubscribe.UnsubscribePageView.as_view(), name="unsubscribe"),
     path("privacy/opt-out", opt_out.PrivacyOptOutView.as_view(), name="privacy-opt-out"),
+    path("privacy/erasure", privacy_views.ErasureRequestView.as_view(), name="privacy-erasure"),
+    path(
+        "privacy/requests/<uuid:request_id>",
+        privacy_views.PrivacyRequestDetailView.as_view(),
+        name="privacy-requests-detail",
+    ),
 ]

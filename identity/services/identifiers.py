@@ -17,6 +17,7 @@ from cdp.crypto.blind_index import blind_index
 from cdp.crypto.envelope import encrypt
 from cdp.crypto.services import data_keys_create, data_keys_destroy
 from cdp.ops.sequences import next_ids
+from consent.privacy.suppression import suppressed_among
 from identity.models import Identifier
 from identity.normalization import normalize
 
@@ -44,6 +45,12 @@ def identifiers_get_or_create(
     Values must be normalized (``identity.normalization.normalize``): anything else, a blocked
     value included, is a programming error (ValueError naming the kind only), so a blocked or
     unnormalized value can never become a node.
+
+    Suppressed identifiers (an erased person's, ``consent.privacy.suppression``) are never
+    created: they are absent from the result, and callers drop what carries them. The check
+    runs over the rows just inserted (one indexed query, only when rows were created), after the
+    insert: an insert that conflicted with the row an erasure was deleting waited for that
+    erasure to commit, so its suppression is visible by then.
     """
     wanted = _index_keys(items)
     if not wanted:
@@ -53,7 +60,7 @@ def identifiers_get_or_create(
     missing = [key for key in wanted if key not in found]
     if missing:
         created, lost = _insert(missing, wanted=wanted, seen_at=seen_at)
-        found.update(created)
+        found.update(_unsuppressed(created))
         if lost:
             winners = _select({key: wanted[key] for key in lost})
             if len(winners) != len(lost):
@@ -64,7 +71,22 @@ def identifiers_get_or_create(
             existing.extend(winners.values())
     if touch_seen:
         _widen_seen(existing, seen_at=seen_at)
-    return {pair: found[key] for key, pair in wanted.items()}
+    return {pair: found[key] for key, pair in wanted.items() if key in found}
+
+
+def _unsuppressed(created: dict[IndexKey, Identifier]) -> dict[IndexKey, Identifier]:
+    """``created`` without the suppressed ones, whose rows are deleted again and whose keys
+    are destroyed (they encrypted nothing stored)."""
+    suppressed = suppressed_among(created)
+    if not suppressed:
+        return created
+    rows = [created[key] for key in suppressed]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM identity_identifier WHERE id = ANY(%s::bigint[])", [[r.pk for r in rows]]
+        )
+    data_keys_destroy(ids=[row.data_key_id for row in rows])
+    return {key: row for key, row in created.items() if key not in suppressed}
 
 
 def _index_keys(items: Iterable[tuple[str, str]]) -> dict[IndexKey, tuple[str, str]]:

@@ -18,6 +18,7 @@ from identity.services.identifiers import identifiers_get_or_create
 from identity.services.resolution.decide import decide
 from identity.services.resolution.items import Claim, claim_events, claim_records, node_kinds
 from identity.services.resolution.result import ResolveResult
+from identity.services.resolution.suppressed import items_drop, items_split_suppressed
 from identity.services.resolution.write import NO_IDENTIFIER, evidence_withdraw, write_batch
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,12 @@ def _resolve_once(*, events: int, records: int, claimed: list[Claim]) -> Resolve
         return result
     pairs = {(i.kind, i.value) for item in items for i in item.identifiers}
     nodes = identifiers_get_or_create(items=sorted(pairs), seen_at=timezone.now(), touch_seen=False)
+    if len(nodes) < len(pairs):  # some are suppressed: an erased person's
+        items, dropped = items_split_suppressed(items, nodes)
+        items_drop(dropped)
+        result.suppressed = len(dropped)
+        if not items:
+            return result
     node_ids = {pair: node.pk for pair, node in nodes.items()}
     locked = components_lock(node_ids.values())
     decision = decide(items, node_ids=node_ids, kinds=node_kinds(nodes), locked=locked)

@@ -22,6 +22,7 @@ from identity.services.resolution.items import (
     record_item,
     resolve_alias_targets,
 )
+from identity.services.resolution.suppressed import items_split_suppressed
 from identity.services.resolution.write import edges_insert
 
 _EVIDENCE_EVENTS = """
@@ -81,6 +82,8 @@ def evidence_restore(
 def _evidence_store(items: Sequence[Item]) -> int:
     pairs = sorted({(i.kind, i.value) for item in items for i in item.identifiers})
     nodes = identifiers_get_or_create(items=pairs, seen_at=timezone.now(), touch_seen=False)
+    # Rows carrying an erased person's identifier are evidence no more.
+    items, _ = items_split_suppressed(items, nodes)
     node_ids = {pair: node.pk for pair, node in nodes.items()}
     kinds = node_kinds(nodes)
     edges = [edge for item in items for edge in item_edges(item, node_ids=node_ids, kinds=kinds)]

@@ -16,6 +16,7 @@ class ResolveResult:
     lock_retries: int = 0
     failed: int = 0  # rows set aside as ResolutionFailure
     withdrawn: int = 0  # edges of changed records no longer stated
+    suppressed: int = 0  # events and records dropped: they carry an erased person's identifier
 
     def add(self, other: ResolveResult) -> None:
         for name in self.__dataclass_fields__:

@@ -25,8 +25,16 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
+from cdp.audit.models import AuditAction
+from cdp.audit.services import audit_record
 from cdp.ops.bulk import bound_cursor, rows_update
 from identity.models import LedgerAction, MergeLedgerEntry, ProfileChange
+
+_AUDITED: dict[str, AuditAction] = {
+    LedgerAction.MERGE: AuditAction.PROFILE_MERGED,
+    LedgerAction.UNMERGE: AuditAction.PROFILE_UNMERGED,
+}
+AUDIT_MAX_IDS = 1000  # ids listed per audit entry; the count is always exact
 
 
 class LockRace(Exception):
@@ -148,8 +156,30 @@ def profiles_absorb(absorbed: Mapping[int, int]) -> None:
 
 
 def ledger_write(entries: Sequence[MergeLedgerEntry]) -> None:
-    if entries:
-        MergeLedgerEntry.objects.bulk_create(entries, batch_size=1000)
+    """Append merge ledger entries, and one audit entry per actor and action summarising them
+    (ledger ids and profile ids: the ledger holds the details)."""
+    if not entries:
+        return
+    MergeLedgerEntry.objects.bulk_create(entries, batch_size=1000)
+    groups: dict[tuple[str, str], list[MergeLedgerEntry]] = {}
+    for entry in entries:
+        if entry.action in _AUDITED:
+            groups.setdefault((entry.actor, entry.action), []).append(entry)
+    for (actor, action), grouped in groups.items():
+        audit_record(
+            actor=actor,
+            action=_AUDITED[action],
+            target_type="profile" if len(grouped) == 1 else "profiles",
+            target_id=grouped[0].profile_id if len(grouped) == 1 else "",
+            details={
+                "ledger_entries": [entry.pk for entry in grouped][:AUDIT_MAX_IDS],
+                "profiles": sorted({entry.profile_id for entry in grouped})[:AUDIT_MAX_IDS],
+                "other_profiles": sorted(
+                    {entry.other_profile_id for entry in grouped if entry.other_profile_id}
+                )[:AUDIT_MAX_IDS],
+                "count": len(grouped),
+            },
+        )
 
 
 def ledger_entry(

@@ -222,7 +222,7 @@ class LedgerAction(models.TextChoices):
 
 class MergeLedgerEntry(models.Model):
     """Append-only: one row per merge, unmerge, blocked edge or guardrail hit. ``actor`` is
-    ``"resolver"``, ``"api:<token name>"`` or ``"admin:<user>"``."""
+    ``"resolver"``, ``"api:<token name> #<token id>"`` or ``"admin:<user>"``."""
 
     id = models.BigAutoField(primary_key=True)
     action = models.CharField(max_length=16, choices=LedgerAction.choices)

@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from cdp.api.models import ApiToken
 from cdp.api.services import api_token_revoke
-from cdp.ops.admin_base import ReadOnlyAdmin
+from cdp.ops.admin_base import ReadOnlyAdmin, admin_actor
 
 
 @admin.register(ApiToken)
@@ -29,5 +29,5 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         tokens = list(queryset.filter(revoked_at__isnull=True))
         for token in tokens:
-            api_token_revoke(token=token)
+            api_token_revoke(token=token, actor=admin_actor(request))
         self.message_user(request, f"Revoked {len(tokens)} token(s).")

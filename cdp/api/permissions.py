@@ -9,7 +9,9 @@ from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from cdp.api.models import ApiToken
+from cdp.api.models import ApiToken, Scope
+from cdp.audit.models import AuditAction
+from cdp.audit.services import audit_record
 from cdp.ingestion.selectors import SourcePrincipal
 
 
@@ -60,9 +62,24 @@ ACTOR_MAX_LENGTH = 200
 
 
 def request_actor(request: Request) -> str:
-    """Who an API call acts as, for ledgers and the audit log: the token, by id and name (never
-    the secret)."""
+    """Who an API call acts as, for ledgers and the audit log: ``api:<token name> #<token id>``
+    (never the secret)."""
     token = request.auth
     if not isinstance(token, ApiToken):
         raise TypeError("request_actor needs a request authenticated by an API token")
-    return f"token:{token.pk} {token.name}"[:ACTOR_MAX_LENGTH]
+    return f"api:{token.name} #{token.pk}"[:ACTOR_MAX_LENGTH]
+
+
+def pii_revealed(request: Request, *, target_type: str, target_id: object, what: str) -> bool:
+    """Whether this response may show PII values (the token holds ``pii:read``); when it may,
+    the reveal is written to the audit log (who, which endpoint, which target; never values)."""
+    if not request_has_scope(request, Scope.PII_READ):
+        return False
+    audit_record(
+        actor=request_actor(request),
+        action=AuditAction.PII_REVEALED,
+        target_type=target_type,
+        target_id=target_id,
+        details={"endpoint": what},
+    )
+    return True

@@ -9,6 +9,8 @@ from django.utils import timezone
 from cdp.api import keys
 from cdp.api.errors import InvalidInput
 from cdp.api.models import ApiToken, Scope
+from cdp.audit.models import AuditAction
+from cdp.audit.services import audit_record
 
 TOKEN_KIND = "cdp"  # noqa: S105  (the prefix of generated tokens, not a secret)
 
@@ -20,8 +22,9 @@ class IssuedToken:
 
 
 @transaction.atomic
-def api_token_create(*, name: str, scopes: Iterable[str]) -> IssuedToken:
-    """Create a bearer token; the plaintext is returned once and never stored."""
+def api_token_create(*, name: str, scopes: Iterable[str], actor: str = "system") -> IssuedToken:
+    """Create a bearer token; the plaintext is returned once and never stored. Audited (name
+    and scopes, never the secret)."""
     wanted = sorted(set(scopes))
     unknown = [scope for scope in wanted if scope not in Scope.values]
     if unknown:
@@ -37,6 +40,13 @@ def api_token_create(*, name: str, scopes: Iterable[str]) -> IssuedToken:
     secret = keys.new_secret(TOKEN_KIND)
     token = ApiToken.objects.create(
         name=name.strip(), display_prefix=secret.display_prefix, digest=secret.digest, scopes=wanted
+    )
+    audit_record(
+        actor=actor,
+        action=AuditAction.TOKEN_CREATED,
+        target_type="api_token",
+        target_id=token.pk,
+        details={"name": token.name, "scopes": wanted},
     )
     return IssuedToken(token=token, plaintext=secret.plaintext)
 
@@ -55,8 +65,15 @@ def api_token_touch(*, token: ApiToken) -> ApiToken:
 
 
 @transaction.atomic
-def api_token_revoke(*, token: ApiToken) -> ApiToken:
+def api_token_revoke(*, token: ApiToken, actor: str = "system") -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            action=AuditAction.TOKEN_REVOKED,
+            target_type="api_token",
+            target_id=token.pk,
+            details={"name": token.name},
+        )
     return token

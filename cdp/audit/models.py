@@ -36,8 +36,8 @@ class AuditAction(models.TextChoices):
 class AuditEntry(models.Model):
     id = models.BigAutoField(primary_key=True)
     at = models.DateTimeField(default=timezone.now)
-    # "token:<id> <name>", "user:<id> <username>", "resolver", "command:<name>", "subject" (the
-    # person themselves: an unsubscribe link, a consent banner).
+    # "api:<token name> #<token id>", "admin:<username>", "resolver", "command:<name>",
+    # "subject" (the person themselves, through an unsubscribe link).
     actor = models.CharField(max_length=ACTOR_MAX_LENGTH)
     action = models.CharField(max_length=40, choices=AuditAction.choices)
     # What was acted on, by kind and id: "profile", "identifier", "privacy_request", "api_token".

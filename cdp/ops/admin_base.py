@@ -10,6 +10,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+ACTOR_MAX_LENGTH = 200
+
+
+def admin_actor(request: HttpRequest) -> str:
+    """Who an admin action acts as, for ledgers and the audit log."""
+    return f"admin:{request.user.get_username()}"[:ACTOR_MAX_LENGTH]
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """View-only: rows are written by services (and commands), never through admin forms."""

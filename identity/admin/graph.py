@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from cdp.api.errors import ApplicationError
+from cdp.ops.admin_base import admin_actor
 from identity.admin.base import (
     BLIND_INDEX_PREFIX_BYTES,
     EdgeProfileFilter,
@@ -17,7 +18,6 @@ from identity.admin.base import (
 from identity.admin.unmerging import (
     UnmergeActions,
     UnmergeTarget,
-    actor_of,
     edge_target,
     identifier_target,
 )
@@ -83,7 +83,7 @@ class IdentifierAdmin(UnmergeActions):
                 result = profile_unmerge(
                     profile_id=profile_id,
                     identifier_id=target.pk,
-                    actor=actor_of(request),
+                    actor=admin_actor(request),
                     reason=reason,
                 )
             except ApplicationError as error:
@@ -158,7 +158,10 @@ class EdgeAdmin(UnmergeActions):
             subject = f"Profile {profile_id}"
             try:
                 result = profile_unmerge(
-                    profile_id=profile_id, edge_ids=edge_ids, actor=actor_of(request), reason=reason
+                    profile_id=profile_id,
+                    edge_ids=edge_ids,
+                    actor=admin_actor(request),
+                    reason=reason,
                 )
             except ApplicationError as error:
                 self.message_user(request, f"{subject}: {error.detail}", messages.ERROR)

@@ -23,7 +23,6 @@ from identity.admin.base import (
     ReadOnlyAdmin,
 )
 from identity.models import (
-    ACTOR_MAX_LENGTH,
     Edge,
     Identifier,
 )
@@ -51,10 +50,6 @@ class UnmergeTarget:
 
 def can_unmerge(request: HttpRequest) -> bool:
     return request.user.has_perm(UNMERGE_PERMISSION)
-
-
-def actor_of(request: HttpRequest) -> str:
-    return f"admin:{request.user.get_username()}"[:ACTOR_MAX_LENGTH]
 
 
 def _joined(ids: Sequence[int]) -> str:

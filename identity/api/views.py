@@ -16,15 +16,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdp.api.errors import InvalidInput, NotFound
-from cdp.api.models import ApiToken, Scope
+from cdp.api.models import Scope
 from cdp.api.pagination import IdCursorPagination
-from cdp.api.permissions import request_has_scope
+from cdp.api.permissions import pii_revealed, request_actor
 from cdp.ingestion.api.serializers import EventOutputSerializer
 from cdp.ingestion.pii import REDACTED, events_show_pii
 from identity import selectors
 from identity.api import serializers as s
 from identity.kinds import IdentifierKind, external_value
-from identity.models import ACTOR_MAX_LENGTH, Profile
+from identity.models import Profile
 from identity.services.unmerge import profile_unmerge
 
 TAGS = ["profiles"]
@@ -46,8 +46,8 @@ PROFILE_ID = OpenApiParameter(
 )
 
 
-def _reveal(request: Request) -> bool:
-    return request_has_scope(request, Scope.PII_READ)
+def _reveal(request: Request, profile_id: int, what: str) -> bool:
+    return pii_revealed(request, target_type="profile", target_id=profile_id, what=what)
 
 
 def _current(profile_id: int) -> Profile:
@@ -58,7 +58,9 @@ def _current(profile_id: int) -> Profile:
 
 
 def _profile_body(profile_id: int, request: Request) -> Response:
-    read = selectors.profile_read(profile_id, reveal_pii=_reveal(request))
+    read = selectors.profile_read(
+        profile_id, reveal_pii=_reveal(request, profile_id, "profiles_retrieve")
+    )
     if read is None:
         raise NotFound(f"No profile {profile_id}.", code="profile_not_found")
     return Response(s.ProfileOutputSerializer(read).data)
@@ -151,7 +153,7 @@ class ProfileIdentifiersView(_ProfileReadView):
     )
     def get(self, request: Request, profile_id: int) -> Response:
         profile = _current(profile_id)
-        reveal = _reveal(request)
+        reveal = _reveal(request, profile.pk, "profiles_identifiers_list")
         identifiers = selectors.profile_identifiers(profile.pk, with_values=reveal)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(identifiers, request, view=self) or []
@@ -193,7 +195,7 @@ class ProfileEventsView(APIView):
         events = selectors.profile_events(profile.pk)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(events, request, view=self) or []
-        events_show_pii(page, reveal=_reveal(request))
+        events_show_pii(page, reveal=_reveal(request, profile.pk, "profiles_events_list"))
         return paginator.get_paginated_response(EventOutputSerializer(page, many=True).data)
 
 
@@ -217,7 +219,9 @@ class ProfileGraphView(_ProfileReadView):
         query = s.PathQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         profile = _current(profile_id)
-        graph = selectors.profile_graph(profile.pk, reveal_pii=_reveal(request))
+        graph = selectors.profile_graph(
+            profile.pk, reveal_pii=_reveal(request, profile.pk, "profiles_graph")
+        )
         body = s.GraphOutputSerializer(graph).data
         if "from" in query.validated_data:
             path = _path(graph, query.validated_data["from"], query.validated_data["to"])
@@ -275,8 +279,8 @@ class ProfileUnmergeView(APIView):
             "Name the evidence: edge_ids (edges inside the profile) or identifier_id (detach it: "
             "every valid edge of it). The side holding the profile's oldest identifier keeps the "
             "id; each other side gets its earlier profile id back, or a new one. Recorded in the "
-            "merge ledger with actor 'api:<token name>' and the reason. The id must be the live "
-            "profile's (409 profile_merged for a merged id)."
+            "merge ledger with actor 'api:<token name> #<token id>' and the reason. The id must "
+            "be the live profile's (409 profile_merged for a merged id)."
         ),
         tags=TAGS,
         parameters=[PROFILE_ID],
@@ -294,18 +298,12 @@ class ProfileUnmergeView(APIView):
         data = body.validated_data
         result = profile_unmerge(
             profile_id=profile_id,
-            actor=_actor(request),
+            actor=request_actor(request),
             reason=data["reason"],
             edge_ids=data.get("edge_ids", ()),
             identifier_id=data.get("identifier_id"),
         )
         return Response(s.UnmergeOutputSerializer(result).data)
-
-
-def _actor(request: Request) -> str:
-    token = request.auth
-    assert isinstance(token, ApiToken)  # HasScopes let only tokens through
-    return f"api:{token.name}"[:ACTOR_MAX_LENGTH]
 
 
 class MergePreviewView(_ProfileReadView):

@@ -11,6 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from cdp.api.models import ApiToken
 from cdp.crypto.models import DataKey
 from identity import selectors
 from identity.models import (
@@ -261,11 +262,12 @@ def test_unmerge_restores_both_sides(
     events = api_client(READ, "events:read").get(f"/v1/profiles/{graph.user}/events").json()
     assert [e["type"] for e in events["results"]] == ["identify", "track"]
     edge = Edge.objects.get(pk=graph.link)
-    assert (edge.invalidated_by, edge.invalidation_reason) == ("api:steward", "shared laptop")
+    steward_actor = f"api:steward #{ApiToken.objects.get(name='steward').pk}"
+    assert (edge.invalidated_by, edge.invalidation_reason) == (steward_actor, "shared laptop")
     ledger = reader.get(f"/v1/profiles/{graph.visitor}/merges").json()["results"][0]
     assert (ledger["action"], ledger["actor"], ledger["reason"], ledger["other_profile"]) == (
         "unmerge",
-        "api:steward",
+        steward_actor,
         "shared laptop",
         graph.user,
     )

@@ -5,15 +5,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cdp_api', '0001_initial'),
+        ("cdp_api", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='apitoken',
-            name='scopes',
-            field=django.contrib.postgres.fields.ArrayField(base_field=models.CharField(choices=[('profiles:read', 'Profiles Read'), ('profiles:write', 'Profiles Write'), ('pii:read', 'Pii Read'), ('segments:read', 'Segments Read'), ('segments:write', 'Segments Write'), ('privacy:write', 'Privacy Write'), ('consent:write', 'Consent Write'), ('events:read', 'Events Read')], max_length=40), size=None),
+            model_name="apitoken",
+            name="scopes",
+            field=django.contrib.postgres.fields.ArrayField(
+                base_field=models.CharField(
+                    choices=[
+                        ("profiles:read", "Profiles Read"),
+                        ("profiles:write", "Profiles Write"),
+                        ("pii:read", "Pii Read"),
+                        ("segments:read", "Segments Read"),
+                        ("segments:write", "Segments Write"),
+                        ("privacy:write", "Privacy Write"),
+                        ("consent:write", "Consent Write"),
+                        ("events:read", "Events Read"),
+                    ],
+                    max_length=40,
+                ),
+                size=None,
+            ),
         ),
     ]

@@ -16,7 +16,7 @@ from cdp.api.errors import InvalidInput, PayloadTooLarge
 from cdp.api.models import Scope
 from cdp.api.pagination import IdCursorPagination
 from cdp.api.parsers import DEFAULT_MAX_BODY_BYTES
-from cdp.api.permissions import IsSource, request_has_scope
+from cdp.api.permissions import IsSource, pii_revealed
 from cdp.api.throttling import SourceRateThrottle
 from cdp.ingestion import selectors, services
 from cdp.ingestion.api import serializers as s
@@ -213,5 +213,11 @@ class EventListView(APIView):
         )
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(events, request, view=self) or []
-        events_show_pii(page, reveal=request_has_scope(request, Scope.PII_READ))
+        reveal = bool(page) and pii_revealed(
+            request,
+            target_type="events",
+            target_id=f"{page[-1].pk}-{page[0].pk}",
+            what="events_list",
+        )
+        events_show_pii(page, reveal=reveal)
         return paginator.get_paginated_response(s.EventOutputSerializer(page, many=True).data)

@@ -25,7 +25,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         scopes = [s.strip() for value in options["scopes"] for s in value.split(",") if s.strip()]
         try:
-            issued = api_token_create(name=options["name"], scopes=scopes)
+            issued = api_token_create(
+                name=options["name"], scopes=scopes, actor="command:create_api_token"
+            )
         except ApplicationError as exc:
             raise CommandError(exc.detail) from exc
         self.stdout.write(issued.plaintext)

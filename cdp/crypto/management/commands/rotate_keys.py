@@ -4,6 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from cdp.audit.models import AuditAction
+from cdp.audit.services import audit_record
 from cdp.crypto.config import master_key_ring
 from cdp.crypto.errors import MasterKeyError
 from cdp.crypto.selectors import data_key_counts_by_master_key, data_keys_to_rewrap
@@ -36,6 +38,13 @@ class Command(BaseCommand):
                 done = master_keys_rewrap(batch_size=options["batch_size"], progress=bar.update)
         except MasterKeyError as exc:
             raise CommandError(exc.detail) from exc
+        audit_record(
+            actor="command:rotate_keys",
+            action=AuditAction.KEYS_ROTATED,
+            target_type="master_key",
+            target_id=newest,
+            details={"rewrapped": done},
+        )
         self.stdout.write(f"Re-wrapped {done} data keys under master key {newest!r}.")
         counts = data_key_counts_by_master_key()
         for key_id, count in counts.items():

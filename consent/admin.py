@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from cdp.ops.admin_base import ReadOnlyAdmin
-from consent.models import PrivacyRequest, Suppression
+from cdp.ops.admin_base import CappedCountPaginator, ReadOnlyAdmin
+from consent.models import ConsentEntry, ConsentState, PrivacyRequest, Suppression
 
 
 @admin.register(PrivacyRequest)
@@ -49,3 +49,51 @@ class SuppressionAdmin(ReadOnlyAdmin):
     list_filter = ("kind", ("lifted_at", admin.EmptyFieldListFilter))
     fields = ("id", "kind", "request", "created_at", "lifted_at", "lifted_by", "lift_reason")
     list_select_related = ("request",)
+
+
+@admin.register(ConsentEntry)
+class ConsentEntryAdmin(ReadOnlyAdmin):
+    """The ledger, for stewards answering "why may we (not) email this person?"."""
+
+    list_display = (
+        "id",
+        "identifier",
+        "purpose",
+        "status",
+        "channel",
+        "legal_basis",
+        "policy_version",
+        "given_at",
+    )
+    list_filter = ("purpose", "status", "channel")
+    list_select_related = ("identifier",)
+    search_fields = ("=identifier__id", "=identifier__profile__id")
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    fields = (
+        "identifier",
+        "purpose",
+        "status",
+        "legal_basis",
+        "channel",
+        "source",
+        "provider",
+        "policy_version",
+        "proof_ip_digest",
+        "proof_user_agent",
+        "event_id",
+        "address_bound",
+        "actor",
+        "given_at",
+        "recorded_at",
+    )
+
+
+@admin.register(ConsentState)
+class ConsentStateAdmin(ReadOnlyAdmin):
+    list_display = ("profile", "purpose", "status", "given_at", "entry")
+    list_filter = ("purpose", "status")
+    search_fields = ("=profile__id",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    fields = ("profile", "purpose", "status", "given_at", "entry", "opted_out_identifiers")

@@ -103,7 +103,8 @@ def write_batch(
             final,
         )
     )
-    profile_changes_mark(touched)
+    # Absorbed profiles too: their segment memberships end (segments reads merged_into).
+    profile_changes_mark(touched | set(absorbed))
     result.edges = len(edges)
     result.conflicts = sum(not edge.applied for edge in edges)
     result.merges = len(decision.merges)

@@ -75,11 +75,16 @@ class PrivacyRequestDetailView(_PrivacyView):
     @extend_schema(
         operation_id="privacy_requests_retrieve",
         summary="A privacy request's status, timestamps and summary counts",
+        description=(
+            "A completed access request also gives `export_url`, where its export is downloaded "
+            "(privacy:write and pii:read) until `export_expires_at`."
+        ),
         tags=TAGS,
         responses={200: s.PrivacyRequestOutputSerializer, **ERRORS},
     )
     def get(self, request: Request, request_id: uuid.UUID) -> Response:
-        found = PrivacyRequest.objects.filter(pk=request_id).first()
+        # Not the export itself: up to CDP_ACCESS_EXPORT_MAX_BYTES of ciphertext.
+        found = PrivacyRequest.objects.filter(pk=request_id).defer("export_ciphertext").first()
         if found is None:
             raise NotFound("No such privacy request.", code="privacy_request_not_found")
         return Response(s.PrivacyRequestOutputSerializer(found).data)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from consent.api import opt_out, privacy_views, unsubscribe, views
+from consent.api import access_views, opt_out, privacy_views, unsubscribe, views
 
 urlpatterns = [
     path("consent", views.ConsentRecordView.as_view(), name="consent-record"),
@@ -31,5 +31,11 @@ urlpatterns = [
         "privacy/requests/<uuid:request_id>",
         privacy_views.PrivacyRequestDetailView.as_view(),
         name="privacy-requests-detail",
+    ),
+    path("privacy/access", access_views.AccessRequestView.as_view(), name="privacy-access"),
+    path(
+        "privacy/requests/<uuid:request_id>/export",
+        access_views.AccessExportView.as_view(),
+        name="privacy-requests-export",
     ),
 ]

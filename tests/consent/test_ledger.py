@@ -265,7 +265,7 @@ def test_api_validation_scopes_and_audit(
     )
     assert len(entry.proof_ip_digest) == 64 and "203.0.113.9" not in entry.proof_ip_digest
     audit = AuditEntry.objects.get(action=AuditAction.CONSENT_RECORDED)
-    assert audit.actor.startswith("token:")
+    assert audit.actor.startswith("api:test #")
     assert audit.target_type == "profile"
     assert "ada@example.com" not in str(audit.details).lower()
 

@@ -30,6 +30,15 @@ def access_request_run(request_id: str) -> dict[str, object]:
     return {"request_id": request_id, "completed": done is not None}
 
 
+def access_enqueue(request_id: uuid.UUID) -> None:
+    """After the request committed. A broker that cannot be reached loses nothing: beat's
+    periodic run picks the pending request up."""
+    try:
+        access_request_run.delay(str(request_id))
+    except OperationalError_kombu as exc:
+        logger.warning("could not enqueue access %s (%s); beat will run it", request_id, exc)
+
+
 @shared_task(base=RecordedTask)
 def access_requests_run_pending() -> int:
     """Beat: run the access requests nothing is working on (pending, failed with attempts

@@ -13,12 +13,14 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from cdp.audit.models import AuditAction, AuditEntry
+from cdp.celery import app as celery_app
 from cdp.crypto.envelope import decrypt_bytes
 from cdp.crypto.errors import KeyDestroyed
 from cdp.crypto.key_cache import data_key_cache
 from cdp.crypto.models import DataKey
 from cdp.crypto.services import data_keys_destroy
 from cdp.ingestion.models import Event
+from cdp.jobs.models import JobRun, JobStatus
 from consent.models import PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus
 from consent.privacy.access import (
     ExportSection,
@@ -33,6 +35,7 @@ from consent.privacy.access import (
 from consent.privacy.access import sections as builtin
 from consent.privacy.access.run import access_run
 from consent.privacy.access.storage import access_exports_expire, export_aad
+from consent.tasks import access_exports_expire_due, access_requests_run_pending
 from identity.models import Identifier
 from tests.conftest import post_json
 from tests.consent.access_person import (
@@ -438,3 +441,40 @@ def test_a_subject_gone_before_the_run_fails_the_request(source: Any) -> None:
     with pytest.raises(Exception, match="no longer exists"):
         access_run(request.pk)
     assert PrivacyRequest.objects.get(pk=request.pk).status == PrivacyRequestStatus.FAILED
+
+
+# --- tasks --------------------------------------------------------------------------------------
+def test_the_enqueued_task_builds_the_export_and_records_its_job_run(
+    person: Person, api_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The task itself, run eagerly in this process once the request commits."""
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = post_json(api_client("privacy:write"), ACCESS, {"user_id": "ada"})
+    finally:
+        celery_app.conf.task_always_eager = False
+    assert response.status_code == 202 and len(callbacks) == 1
+    request = PrivacyRequest.objects.get(pk=response.json()["id"])
+    assert request.status == PrivacyRequestStatus.COMPLETED and request.summary["events"] == 9
+    run = JobRun.objects.get(task_name="consent.tasks.access_request_run")
+    assert run.status == JobStatus.SUCCEEDED and run.result == {
+        "request_id": str(request.pk),
+        "completed": True,
+    }
+
+
+def test_beat_runs_requests_whose_enqueue_was_lost_and_expires_exports(
+    person: Person, api_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    first = _requested(api_client, django_capture_on_commit_callbacks, email=EMAIL)
+    second = _requested(api_client, django_capture_on_commit_callbacks, user_id="ada")
+    assert access_requests_run_pending() == 2
+    assert access_requests_run_pending() == 0
+    statuses = PrivacyRequest.objects.filter(pk__in=[first, second]).values_list(
+        "status", flat=True
+    )
+    assert set(statuses) == {PrivacyRequestStatus.COMPLETED}
+    PrivacyRequest.objects.filter(pk=first).update(export_expires_at="2026-01-01T00:00Z")
+    assert access_exports_expire_due() == 1
+    assert PrivacyRequest.objects.get(pk=second).export_ciphertext is not None

@@ -40,7 +40,7 @@ def access_request(
     audited (``ACCESS_REQUESTED``) and enqueued once it commits. ``NotFound`` for an unknown
     identifier."""
     # Imported here: the task module imports this one.
-    from consent.tasks import access_request_run
+    from consent.tasks import access_enqueue
 
     with transaction.atomic():
         request = privacy_request_create(
@@ -50,7 +50,7 @@ def access_request(
             reason=reason,
         )
         request_id = request.pk
-        transaction.on_commit(lambda: access_request_run.delay(str(request_id)))
+        transaction.on_commit(lambda: access_enqueue(request_id))
     return request
 
 

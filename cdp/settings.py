@@ -362,6 +362,27 @@ CDP_MATCHING: dict[str, Any] = {
     "LINK_BATCH": env_int("CDP_MATCH_LINK_BATCH", 2000),
     "PERIOD_SECONDS": env_int("CDP_MATCH_PERIOD_SECONDS", 60),
 }
+# Segments (docs/segments.md): computed traits, recompute schedules, guardrails.
+CDP_SEGMENTS: dict[str, Any] = {
+    # A segment created without min_size gets this; under it the segment is too small to serve.
+    "MIN_SIZE": env_int("CDP_SEGMENT_MIN_SIZE", 100),
+    # Computed traits: total_spend sums this numeric property of the order events.
+    "REVENUE_PROPERTY": os.environ.get("CDP_SEGMENTS_REVENUE_PROPERTY", "revenue"),
+    "ORDER_EVENTS": env_list("CDP_SEGMENTS_ORDER_EVENTS", ["Order Completed"]),
+    # Changed profiles are re-evaluated by a beat run this often (and after resolver batches).
+    "INCREMENTAL_PERIOD_SECONDS": env_int("CDP_SEGMENTS_INCREMENTAL_PERIOD_SECONDS", 5),
+    # Time-dependent segments ("-7d", "within") are re-evaluated fully this often.
+    "SCHEDULED_PERIOD_SECONDS": env_int("CDP_SEGMENTS_SCHEDULED_PERIOD_SECONDS", 300),
+    # Every live segment is recomputed fully this often.
+    "FULL_PERIOD_SECONDS": env_int("CDP_SEGMENTS_FULL_PERIOD_SECONDS", 3600),
+    # RFM quintiles over all profiles with orders.
+    "RFM_PERIOD_SECONDS": env_int("CDP_SEGMENTS_RFM_PERIOD_SECONDS", 3600),
+    # Changed profiles per incremental transaction; profiles per metrics rebuild statement.
+    "INCREMENTAL_BATCH_SIZE": env_int("CDP_SEGMENTS_INCREMENTAL_BATCH_SIZE", 5000),
+    "METRICS_BATCH_SIZE": env_int("CDP_SEGMENTS_METRICS_BATCH_SIZE", 50000),
+    # Enqueue an incremental run after each resolver batch that marked profiles (debounced).
+    "ENQUEUE_ON_RESOLVE": env_bool("CDP_SEGMENTS_ENQUEUE_ON_RESOLVE", True),
+}
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")

@@ -1,0 +1,1 @@
+"""Writes of the segments app: definitions (``definitions``), recomputes and memberships."""

@@ -167,3 +167,13 @@ class RecomputeRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} recompute of segment {self.segment_id}"
+
+
+# Activation tables (exports, webhooks), in their own module; imported here so Django registers
+# them with this app.
+from segments.activation.models import (  # noqa: E402, F401
+    SegmentExport,
+    SegmentExportPart,
+    Webhook,
+    WebhookDelivery,
+)

@@ -18,6 +18,6 @@ BACKWARD = "DROP FUNCTION cdp_try_timestamptz(text);"
 
 
 class Migration(migrations.Migration):
-    dependencies = [("segments", "0001_initial")]
+    dependencies = [("segments", "0002_activation")]
 
     operations = [migrations.RunSQL(FORWARD, BACKWARD)]

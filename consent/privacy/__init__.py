@@ -1,2 +1,2 @@
 """Privacy requests: creation and status (``requests``), erasure by crypto-shredding
-(``erasure``) and the suppression list (``suppression``)."""
+(``erasure``), the suppression list (``suppression``) and access (DSAR) exports (``access``)."""

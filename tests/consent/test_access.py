@@ -34,7 +34,12 @@ from consent.privacy.access import (
 )
 from consent.privacy.access import sections as builtin
 from consent.privacy.access.run import access_run
-from consent.privacy.access.storage import access_exports_expire, export_aad
+from consent.privacy.access.storage import (
+    access_export_open,
+    access_exports_expire,
+    export_aad,
+)
+from consent.privacy.requests import privacy_request_create
 from consent.tasks import access_exports_expire_due, access_requests_run_pending
 from identity.models import Identifier
 from tests.conftest import post_json
@@ -478,3 +483,19 @@ def test_beat_runs_requests_whose_enqueue_was_lost_and_expires_exports(
     PrivacyRequest.objects.filter(pk=first).update(export_expires_at="2026-01-01T00:00Z")
     assert access_exports_expire_due() == 1
     assert PrivacyRequest.objects.get(pk=second).export_ciphertext is not None
+
+
+def test_an_identifier_not_resolved_yet_exports_itself(source: Any) -> None:
+    """Ingestion created the anchor (to encrypt its PII) but the resolver has not run."""
+    ingest(source.source.pk, message("identify", userId="cy", traits={"email": "cy@example.com"}))
+    request = privacy_request_create(
+        kind=PrivacyRequestKind.ACCESS, subject=("user_id", "cy"), requested_by="test"
+    )
+    assert request.profile_id is None
+    done = access_run(request.pk)
+    assert done is not None and done.summary["identifiers"] == 1
+    assert done.summary["profiles"] == done.summary["events"] == 0
+    opened = access_export_open(request_id=request.pk, actor="test")
+    files = export_read(opened.content)
+    assert [(row["kind"], row["value"]) for row in files["identifiers.json"]] == [("user_id", "cy")]
+    assert files["manifest.json"]["profile_id"] is None

@@ -382,6 +382,10 @@ CDP_SEGMENTS: dict[str, Any] = {
     "METRICS_BATCH_SIZE": env_int("CDP_SEGMENTS_METRICS_BATCH_SIZE", 50000),
     # Enqueue an incremental run after each resolver batch that marked profiles (debounced).
     "ENQUEUE_ON_RESOLVE": env_bool("CDP_SEGMENTS_ENQUEUE_ON_RESOLVE", True),
+    # POST /v1/segments/preview counts exactly within this budget, else estimates (EXPLAIN).
+    "PREVIEW_BUDGET_MS": env_int("CDP_SEGMENTS_PREVIEW_BUDGET_MS", 1000),
+    # Statement timeout of GET /v1/segments/{id}/stats (one pass over profiles and events).
+    "STATS_TIMEOUT_MS": env_int("CDP_SEGMENTS_STATS_TIMEOUT_MS", 30000),
 }
 
 # --- Celery ---------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def _csv_lines(lines: Sequence[Sequence[str]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-CONTENT_TYPES = {
+CONTENT_TYPES: dict[str, str] = {
     ExportFormat.CSV: "text/csv; charset=utf-8",
     ExportFormat.JSONL: "application/x-ndjson",
 }

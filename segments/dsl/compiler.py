@@ -18,10 +18,12 @@ them against a plain Python evaluation.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from consent.selectors import allowed_sql
 from segments.dsl import nodes as n
@@ -40,23 +42,46 @@ _COMPUTED_COLUMNS = {
 }
 # A string that is an ISO date or date-time, the only ones a date comparison reads: casting
 # anything else would fail the whole query.
+_MARKER = re.compile("\x00(\\d+)\x00")
 _ISO_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$"
 
 
 @dataclass
 class _Builder:
+    """Collects parameter values while fragments are built in any order: each value gets a
+    marker, and ``render`` turns markers into ``%s`` with the values in text order."""
+
     now: datetime
     profile_ids: list[int] | None
-    params: list[object] = field(default_factory=list)
+    values: list[object] = field(default_factory=list)
 
     def param(self, value: object) -> str:
-        self.params.append(value)
-        return "%s"
+        self.values.append(value)
+        return f"\x00{len(self.values) - 1}\x00"
+
+    def fragment(self, sql: str, params: Sequence[object]) -> str:
+        """A hand-written fragment with ``%s`` placeholders, as markers."""
+        pieces = sql.split("%s")
+        if len(pieces) != len(params) + 1:
+            raise ValueError("placeholders and parameters differ in number")
+        return "".join(
+            piece + (self.param(value) if index < len(params) else "")
+            for index, (piece, value) in enumerate(zip(pieces, [*params, None], strict=True))
+        )
+
+    def render(self, sql: str) -> tuple[str, list[Any]]:
+        ordered: list[Any] = []
+
+        def placeholder(match: re.Match[str]) -> str:
+            ordered.append(self.values[int(match.group(1))])
+            return "%s"
+
+        return _MARKER.sub(placeholder, sql), ordered
 
 
 def members_query(
     definition: n.Definition, *, now: datetime, profile_ids: Sequence[int] | None = None
-) -> tuple[str, list[object]]:
+) -> tuple[str, list[Any]]:
     """SQL selecting ``profile_id``: the current (not merged) profiles the definition holds for
     at ``now``, only among ``profile_ids`` when given (an incremental recompute)."""
     builder = _Builder(
@@ -71,7 +96,7 @@ def members_query(
         "LEFT JOIN segments_profilemetrics AS m ON m.profile_id = p.id "
         f"WHERE {' AND '.join(where)}"
     )
-    return sql, builder.params
+    return builder.render(sql)
 
 
 def _node(node: n.Node, b: _Builder) -> str:
@@ -97,50 +122,62 @@ def _node(node: n.Node, b: _Builder) -> str:
         )
     if isinstance(node, n.ConsentCondition):
         sql, params = allowed_sql(node.purpose, profile_column="p.id")
-        b.params.extend(params)
-        return f"({sql})"
+        return f"({b.fragment(sql, params)})"
     raise TypeError(f"unknown node {type(node).__name__}")
 
 
 # --- values held in JSON (traits, event properties) -------------------------------------------
+# An expression that reads a named JSON value: called once per use, because each use binds the
+# name as a parameter of its own.
+Ref = Callable[[], str]
+
+
 def _trait(node: n.TraitCondition, b: _Builder) -> str:
-    entry = f"(p.traits -> {b.param(node.name)})"
+    def entry() -> str:
+        return f"(p.traits -> {b.param(node.name)})"
+
     if node.comparison.op == "exists":
         # A PII trait's entry has no value (it stays encrypted): present is enough.
-        present = f"NOT {entry} ? 'value' OR jsonb_typeof({entry} -> 'value') <> 'null'"
-        return f"coalesce({entry} IS NOT NULL AND ({present}), false)"
-    return _json_comparison(f"({entry} -> 'value')", node.comparison, b)
+        present = f"NOT {entry()} ? 'value' OR jsonb_typeof({entry()} -> 'value') <> 'null'"
+        return f"coalesce({entry()} IS NOT NULL AND ({present}), false)"
+    return _json_comparison(lambda: f"({entry()} -> 'value')", node.comparison, b)
 
 
 def _property(node: n.PropertyFilter, alias: str, b: _Builder) -> str:
-    value = f"({alias}.properties -> {b.param(node.name)})"
+    def value() -> str:
+        return f"({alias}.properties -> {b.param(node.name)})"
+
     if node.comparison.op == "exists":
-        return f"coalesce(jsonb_typeof({value}) <> 'null', false)"
+        return f"coalesce(jsonb_typeof({value()}) <> 'null', false)"
     return _json_comparison(value, node.comparison, b)
 
 
-def _json_comparison(value: str, comparison: n.Comparison, b: _Builder) -> str:
+def _json_comparison(ref: Ref, comparison: n.Comparison, b: _Builder) -> str:
     """A comparison of a jsonb value; never NULL. Types never mix (docs/segments.md)."""
     kind = comparison.kind
     if comparison.op == "contains":
         (needle,) = comparison.values
         return (
-            f"coalesce(CASE jsonb_typeof({value}) "
-            f"WHEN 'string' THEN strpos({value} #>> '{{}}', {b.param(needle)}) > 0 "
-            f"WHEN 'array' THEN {value} @> {b.param(json.dumps(needle))}::jsonb "
+            f"coalesce(CASE jsonb_typeof({ref()}) "
+            f"WHEN 'string' THEN strpos({ref()} #>> '{{}}', {b.param(needle)}) > 0 "
+            f"WHEN 'array' THEN {ref()} @> {b.param(json.dumps(needle))}::jsonb "
             "ELSE false END, false)"
         )
-    typed = {
-        "number": f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::numeric END)",
-        "string": f"(CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} #>> '{{}}' END)",
-        "boolean": f"(CASE WHEN jsonb_typeof({value}) = 'boolean' THEN ({value})::boolean END)",
-        "date": (
-            f"(CASE WHEN jsonb_typeof({value}) = 'string' "
-            f"AND {value} #>> '{{}}' ~ '{_ISO_PATTERN}' "
-            f"THEN cdp_try_timestamptz({value} #>> '{{}}') END)"
-        ),
-    }[kind]
-    return _scalar_comparison(typed, comparison, b, collate=kind == "string")
+    return _scalar_comparison(_typed(ref, kind), comparison, b, collate=kind == "string")
+
+
+def _typed(ref: Ref, kind: str) -> str:
+    """The jsonb value as SQL of ``kind``, NULL when it is of another type."""
+    if kind == "number":
+        return f"(CASE WHEN jsonb_typeof({ref()}) = 'number' THEN ({ref()})::numeric END)"
+    if kind == "string":
+        return f"(CASE WHEN jsonb_typeof({ref()}) = 'string' THEN {ref()} #>> '{{}}' END)"
+    if kind == "boolean":
+        return f"(CASE WHEN jsonb_typeof({ref()}) = 'boolean' THEN ({ref()})::boolean END)"
+    return (
+        f"(CASE WHEN jsonb_typeof({ref()}) = 'string' AND {ref()} #>> '{{}}' ~ '{_ISO_PATTERN}' "
+        f"THEN cdp_try_timestamptz({ref()} #>> '{{}}') END)"
+    )
 
 
 def _computed(node: n.ComputedCondition, b: _Builder) -> str:
@@ -148,10 +185,16 @@ def _computed(node: n.ComputedCondition, b: _Builder) -> str:
 
 
 def _scalar_comparison(
-    expression: str, comparison: n.Comparison, b: _Builder, *, collate: bool = False
+    expression: str,
+    comparison: n.Comparison,
+    b: _Builder,
+    *,
+    collate: bool = False,
+    unknown_differs: bool = True,
 ) -> str:
     """``expression op value(s)`` as a never-NULL boolean: an unknown (NULL) operand makes every
-    operator false but ``neq``, which holds (docs/segments.md)."""
+    operator false but ``neq``, which holds for a missing trait (``unknown_differs``) and fails
+    for an aggregate of no values (docs/segments.md)."""
     if comparison.op == "exists":
         return f"({expression} IS NOT NULL)"
     left = f'({expression} COLLATE "C")' if collate else expression
@@ -160,7 +203,7 @@ def _scalar_comparison(
         test = f"{left} IN ({', '.join(values)})"
     elif comparison.op == "between":
         test = f"{left} BETWEEN {values[0]} AND {values[1]}"
-    elif comparison.op == "neq":
+    elif comparison.op == "neq" and unknown_differs:
         return f"({left} IS DISTINCT FROM {values[0]})"
     else:
         test = f"{left} {_SQL_OPS[comparison.op]} {values[0]}"
@@ -212,7 +255,7 @@ def _event(node: n.EventCondition, b: _Builder) -> str:
     rows = _event_rows(node.events, "e", b, window=node.window)
     if b.profile_ids is not None:
         rows.append(f"i.profile_id = ANY({b.param(b.profile_ids)}::bigint[])")
-    predicate = _scalar_comparison(value, node.comparison, b)
+    predicate = _scalar_comparison(value, node.comparison, b, unknown_differs=False)
     holds_for_none = node.measure == "count" and _holds_for_zero(node.comparison)
     having = f"NOT {predicate}" if holds_for_none else predicate
     grouped = (

@@ -18,6 +18,7 @@ urlpatterns = [
     path("v1/", include("cdp.ingestion.api.urls")),
     path("v1/", include("identity.api.urls")),
     path("v1/", include("consent.api.urls")),
+    path("v1/", include("segments.api.urls")),
     # Unknown API routes answer with the error body even when DEBUG shows HTML pages elsewhere.
     re_path(r"^v1/", not_found, {"exception": None}, name="v1-not-found"),
 ]

@@ -196,14 +196,17 @@ def export_available(export: SegmentExport, *, now: datetime | None = None) -> b
     return (
         export.status == ExportStatus.COMPLETED
         and not export.streamed
-        and export.data_key_id is not None
+        and export.data_key is not None
+        and export.data_key.destroyed_at is None
         and export.expires_at is not None
         and export.expires_at > now
     )
 
 
 def segment_export_get(export_id: int) -> SegmentExport:
-    export = SegmentExport.objects.select_related("segment").filter(pk=export_id).first()
+    export = (
+        SegmentExport.objects.select_related("segment", "data_key").filter(pk=export_id).first()
+    )
     if export is None or export.segment.deleted_at is not None:
         raise NotFound("No such export.", code="export_not_found")
     return export

@@ -5,8 +5,8 @@ A row is a served, consented member (``serving.served_members``): ``profile_id``
 as stored; PII traits ``"[redacted]"``, or decrypted with ``include_pii``). For a channel
 purpose (``marketing_email`` -> ``email``) a PII export also carries the person's addresses of
 that kind (``"email": [...]``), leaving out every address whose own opt-out stands
-(``consent.selectors.identifiers_opted_out``). Memory is bounded by one batch: the members are
-never loaded at once.
+(``consent.selectors.identifiers_opted_out``); a PII trait holding such an address is null.
+Memory is bounded by one batch: the members are never loaded at once.
 
 CSV has the columns ``profile_id, entered_at[, <channel>], traits``: addresses joined with
 ``;``, traits as a JSON object (trait names differ from person to person). JSONL has one JSON
@@ -29,6 +29,7 @@ from cdp.ingestion.pii import REDACTED
 from consent.purposes import purpose_get
 from consent.selectors import identifiers_opted_out
 from identity.models import Identifier, TraitObservation
+from identity.normalization import normalize
 from segments.activation.models import ExportFormat
 from segments.activation.serving import Served, served_members
 
@@ -63,17 +64,21 @@ def export_row_batches(served: Served, *, shape: RowShape, batch_size: int) -> I
 
 def _rows(batch: Sequence[tuple[int, datetime, dict[str, Any]]], *, shape: RowShape) -> list[Row]:
     pii_values = _pii_trait_values(batch) if shape.include_pii else {}
-    addresses = _channel_addresses(batch, shape=shape) if shape.channel else {}
+    addresses, opted_out = _channel_addresses(batch, shape=shape) if shape.channel else ({}, {})
     rows = []
     for profile_id, entered_at, traits in batch:
         shown: dict[str, Any] = {}
         for name, entry in (traits or {}).items():
-            if entry.get("pii"):
-                shown[name] = (
-                    pii_values.get(entry.get("observation_id")) if shape.include_pii else REDACTED
-                )
-            else:
+            if not entry.get("pii"):
                 shown[name] = entry.get("value")
+            elif not shape.include_pii:
+                shown[name] = REDACTED
+            else:
+                value = pii_values.get(entry.get("observation_id"))
+                # An opted-out address must not come back through a trait holding it.
+                shown[name] = (
+                    None if _is_opted_out(value, opted_out.get(profile_id), shape) else value
+                )
         row: Row = {"profile_id": profile_id, "entered_at": entered_at.isoformat()}
         if shape.channel:
             row[shape.channel] = addresses.get(profile_id, [])
@@ -108,24 +113,38 @@ def _pii_trait_values(batch: Sequence[tuple[int, datetime, dict[str, Any]]]) -> 
 
 def _channel_addresses(
     batch: Sequence[tuple[int, datetime, dict[str, Any]]], *, shape: RowShape
-) -> dict[int, list[str]]:
-    """Profile id -> its addresses of the channel kind that are not opted out, by id order."""
+) -> tuple[dict[int, list[str]], dict[int, set[str]]]:
+    """Profile id -> its addresses of the channel kind that are not opted out (by id order),
+    and profile id -> those that are (to keep them out of traits too). Three queries."""
     profile_ids = [profile_id for profile_id, _, _ in batch]
-    opted_out: set[int] = set()
+    opted_out_ids: set[int] = set()
     for purpose in shape.purposes:
-        opted_out |= identifiers_opted_out(profile_ids, purpose)
+        opted_out_ids |= identifiers_opted_out(profile_ids, purpose)
     rows = list(
         Identifier.objects.filter(profile_id__in=profile_ids, kind=shape.channel)
-        .exclude(pk__in=opted_out)
         .order_by("pk")
         .values_list("pk", "profile_id", "value_ciphertext")
     )
     opened = decrypt_many_unless_erased((c, Identifier.value_aad(pk)) for pk, _, c in rows)
     found: dict[int, list[str]] = {}
-    for (_, profile_id, _), value in zip(rows, opened, strict=True):
-        if value is not None:
+    opted_out: dict[int, set[str]] = {}
+    for (pk, profile_id, _), value in zip(rows, opened, strict=True):
+        if value is None:
+            continue
+        if pk in opted_out_ids:
+            opted_out.setdefault(profile_id, set()).add(value)
+        else:
             found.setdefault(profile_id, []).append(value)
-    return found
+    return found, opted_out
+
+
+def _is_opted_out(value: Any, opted_out: set[str] | None, shape: RowShape) -> bool:
+    if not opted_out or not isinstance(value, str) or shape.channel is None:
+        return False
+    try:
+        return normalize(shape.channel, value) in opted_out
+    except ValueError:
+        return False
 
 
 # --- encoding -----------------------------------------------------------------------------------

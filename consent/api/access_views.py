@@ -21,8 +21,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdp.api.models import Scope
+from cdp.api.permissions import request_actor
 from consent.api import privacy_serializers as s
-from consent.api.privacy_views import ERRORS, TAGS, request_actor
+from consent.api.privacy_views import ERRORS, TAGS
 from consent.privacy.access.run import access_request
 from consent.privacy.access.storage import access_export_open
 from identity.api.views import lookup_identifier

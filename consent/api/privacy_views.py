@@ -16,9 +16,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdp.api.errors import NotFound
-from cdp.api.models import ApiToken, Scope
+from cdp.api.models import Scope
+from cdp.api.permissions import request_actor
 from consent.api import privacy_serializers as s
-from consent.models import ACTOR_MAX_LENGTH, PrivacyRequest
+from consent.models import PrivacyRequest
 from consent.privacy.erasure import erasure_request
 from identity.api.views import lookup_identifier
 
@@ -29,13 +30,6 @@ ERRORS = {
     403: OpenApiResponse(description="The token lacks the privacy:write scope."),
     404: OpenApiResponse(description="No identifier has this value / no such request."),
 }
-
-
-def request_actor(request: Request) -> str:
-    """The audit actor of an API call: the token, by id and name."""
-    token = request.auth
-    assert isinstance(token, ApiToken)  # HasScopes let only tokens through
-    return f"token:{token.pk} {token.name}"[:ACTOR_MAX_LENGTH]
 
 
 class _PrivacyView(APIView):

@@ -15,9 +15,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdp.api.errors import NotFound
-from cdp.api.models import ApiToken, Scope
+from cdp.api.models import Scope
 from cdp.api.pagination import IdCursorPagination
-from cdp.api.permissions import request_has_scope
+from cdp.api.permissions import request_actor, request_has_scope
 from identity.matching.decisions import (
     MAX_REASON_LENGTH,
     match_candidate_approve,
@@ -25,7 +25,7 @@ from identity.matching.decisions import (
 )
 from identity.matching.features import FIELDS
 from identity.matching.selectors import Side, candidate_sides, match_candidates
-from identity.models import ACTOR_MAX_LENGTH, MatchCandidate, MatchStatus
+from identity.models import MatchCandidate, MatchStatus
 
 TAGS = ["match candidates"]
 ERRORS = {
@@ -147,12 +147,6 @@ class MatchCandidateListView(APIView):
         return paginator.get_paginated_response(_body(page, request))
 
 
-def _actor(request: Request) -> str:
-    token = request.auth
-    assert isinstance(token, ApiToken)  # HasScopes let only tokens through
-    return f"api:{token.name}"[:ACTOR_MAX_LENGTH]
-
-
 class _DecisionView(APIView):
     required_scopes = {Scope.PROFILES_WRITE}
 
@@ -161,7 +155,9 @@ class _DecisionView(APIView):
         body.is_valid(raise_exception=True)
         service = match_candidate_approve if approve else match_candidate_reject
         candidate = service(
-            candidate_id=candidate_id, actor=_actor(request), reason=body.validated_data["reason"]
+            candidate_id=candidate_id,
+            actor=request_actor(request),
+            reason=body.validated_data["reason"],
         )
         found = match_candidates().filter(pk=candidate.pk).first()
         if found is None:  # pragma: no cover - the service just wrote it

@@ -357,7 +357,7 @@ def test_each_step_is_audited_without_values(
         AuditAction.ACCESS_DOWNLOADED,
     ]
     requested, completed, downloaded = entries
-    assert requested.actor.startswith("token:") and requested.details["reason"] == "ticket 42"
+    assert requested.actor.startswith("api:") and requested.details["reason"] == "ticket 42"
     assert completed.details["events"] == 9 and completed.details["identifiers"] == 6
     assert completed.details["profiles_merged"] == 1 and completed.details["bytes"] > 0
     assert downloaded.details["bytes"] > completed.details["bytes"] / 2

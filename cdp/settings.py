@@ -382,6 +382,8 @@ CDP_SEGMENTS: dict[str, Any] = {
     "METRICS_BATCH_SIZE": env_int("CDP_SEGMENTS_METRICS_BATCH_SIZE", 50000),
     # Enqueue an incremental run after each resolver batch that marked profiles (debounced).
     "ENQUEUE_ON_RESOLVE": env_bool("CDP_SEGMENTS_ENQUEUE_ON_RESOLVE", True),
+    # The Celery queue of recompute runs ("": the default queue).
+    "QUEUE": os.environ.get("CDP_SEGMENTS_QUEUE", ""),
     # POST /v1/segments/preview counts exactly within this budget, else estimates (EXPLAIN).
     "PREVIEW_BUDGET_MS": env_int("CDP_SEGMENTS_PREVIEW_BUDGET_MS", 1000),
     # Statement timeout of GET /v1/segments/{id}/stats (one pass over profiles and events).
@@ -451,6 +453,22 @@ CELERY_BEAT_SCHEDULE = {
     "match-all-profiles": {
         "task": "identity.matching.tasks.match_all_profiles",
         "schedule": timedelta(days=1),
+    },
+    "segments-refresh-changed": {
+        "task": "segments.tasks.segments_refresh_changed_run",
+        "schedule": timedelta(seconds=CDP_SEGMENTS["INCREMENTAL_PERIOD_SECONDS"]),
+    },
+    "segments-recompute-scheduled": {
+        "task": "segments.tasks.segments_recompute_scheduled_run",
+        "schedule": timedelta(seconds=CDP_SEGMENTS["SCHEDULED_PERIOD_SECONDS"]),
+    },
+    "segments-recompute-all": {
+        "task": "segments.tasks.segments_recompute_all",
+        "schedule": timedelta(seconds=CDP_SEGMENTS["FULL_PERIOD_SECONDS"]),
+    },
+    "segments-rfm": {
+        "task": "segments.tasks.segments_rfm_recompute",
+        "schedule": timedelta(seconds=CDP_SEGMENTS["RFM_PERIOD_SECONDS"]),
     },
 }
 

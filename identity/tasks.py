@@ -33,9 +33,17 @@ def resolve_pending_events() -> dict[str, int]:
         total.add(result)
         if result.empty:
             break
+        _segments_refresh_schedule()
     else:
         resolution_schedule()
     return {name: getattr(total, name) for name in total.__dataclass_fields__}
+
+
+def _segments_refresh_schedule() -> None:
+    """The batch marked profiles changed: have the segments re-evaluate them (debounced)."""
+    from segments.tasks import segments_refresh_schedule  # segments depends on identity
+
+    segments_refresh_schedule()
 
 
 def resolution_schedule() -> None:

@@ -24,12 +24,13 @@ them again: the full recompute may have read the profiles before they changed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -41,6 +42,7 @@ from segments.services.locks import segment_lock_try
 from segments.services.memberships import stays_apply
 from segments.services.recompute import segments_in_dependency_order, webhooks_active
 
+logger = logging.getLogger(__name__)
 # The position of a run in the change queue: (changed_at, profile_id) of the last row read.
 Position = tuple[datetime, int]
 
@@ -53,6 +55,7 @@ class IncrementalResult:
     entered: int = 0
     exited: int = 0
     deferred: list[int] = field(default_factory=list)  # segments skipped: locked
+    failed: list[int] = field(default_factory=list)  # segments whose evaluation failed
     position: Position | None = None
 
 
@@ -73,7 +76,17 @@ def segments_refresh_changed(
         Segment.objects.filter(deleted_at__isnull=True, computed_version=F("version"))
     )
     for segment in segments:
-        if _segment_evaluate(segment, profile_ids=ids, now=now, result=result):
+        try:
+            evaluated = _segment_evaluate(segment, profile_ids=ids, now=now, result=result)
+        except OperationalError:
+            raise  # transient: the task retries the batch
+        except Exception as exc:
+            # A definition the parser now refuses, a query that fails: the other segments go
+            # on (their full recompute records the error; evaluating again would fail again).
+            logger.warning("segment %s: incremental failed: %s", segment.pk, type(exc).__name__)
+            result.failed.append(segment.pk)
+            continue
+        if evaluated:
             result.segments += 1
         else:
             result.deferred.append(segment.pk)

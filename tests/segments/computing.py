@@ -83,6 +83,7 @@ def refresh(*, now: datetime, batch_size: int = 1000) -> IncrementalResult:
         total.entered += result.entered
         total.exited += result.exited
         total.deferred += result.deferred
+        total.failed += result.failed
 
 
 def changed() -> set[int]:

@@ -335,3 +335,16 @@ def test_a_failing_recompute_is_recorded(web: int) -> None:
     assert outcomes[0].error.startswith("DefinitionError")
     run = RecomputeRun.objects.get(segment_id=segment.pk)
     assert run.error.startswith("DefinitionError") and run.finished_at is not None
+
+
+def test_a_broken_segment_does_not_hold_up_the_others_incrementally(web: int) -> None:
+    broken = segment_make(BIG_SPENDER)
+    working = segment_make(BIG_SPENDER)
+    segments_recompute(now=T0)
+    Segment.objects.filter(pk=broken.pk).update(definition={"bogus": 1})
+    ids = _people(web, {"ann": 80})
+
+    result = refresh(now=T0 + DAY)
+
+    assert (result.failed, result.consumed) == ([broken.pk], 1)
+    assert members(working.pk) == {ids["ann"]} and members(broken.pk) == set()

@@ -22,21 +22,17 @@ from identity.components import Components
 from identity.merging import (
     LockRace,
     components_lock,
-    identifiers_assign,
     ledger_entry,
     ledger_write,
     profile_changes_mark,
-    profiles_absorb,
-    profiles_create,
 )
 from identity.models import Edge, EdgeRule, Identifier, LedgerAction, MergeLedgerEntry
 from identity.rules import SIZE_CONFLICT, merge_rules
-from identity.services.profiles import profiles_refresh
+from identity.services.partition import Key, derived_refresh, partition_apply
 from identity.services.resolution.write import edges_insert
 
 logger = logging.getLogger(__name__)
 MAX_LOCK_ATTEMPTS = 8
-Key = tuple[str, int]  # ("p", profile id) or ("i", identifier id without a profile)
 
 
 @dataclass(frozen=True)
@@ -161,32 +157,12 @@ def _existing_pairs(links: Sequence[EvidenceLink]) -> set[tuple[int, int, str]]:
 
 
 def _write_partition(components: Components[Key], key_of: dict[int, Key]) -> dict[int, int]:
-    """Apply the decided partition: absorbed profiles into their survivors, profile-less
-    identifiers into theirs (a new profile for a component of them only); returns every end's
-    final profile id."""
-    groups = components.groups()
-    new_roots = sorted((root for root in groups if root[0] == "i"), key=lambda root: root[1])
-    profile_of_root: dict[Key, int] = dict(
-        zip(new_roots, profiles_create(len(new_roots)), strict=True)
-    )
-    absorbed: dict[int, int] = {}
-    assignments: dict[int, int] = {}
-    for root, keys in groups.items():
-        if root[0] == "p":
-            profile_of_root[root] = root[1]
-        survivor = profile_of_root[root]
-        for key in keys:
-            if key[0] == "p" and key[1] != survivor:
-                absorbed[key[1]] = survivor
-            elif key[0] == "i":
-                assignments[key[1]] = survivor
-    identifiers_assign(assignments)
-    profiles_absorb(absorbed)
-    final = {i: profile_of_root[components.find(key)] for i, key in key_of.items()}
-    changed = {final[i] for i in assignments} | set(absorbed.values())
-    profiles_refresh(profile_ids=changed, traits_for=changed)
-    profile_changes_mark(changed | set(absorbed))
-    return final
+    """Apply the decided partition and derive what follows from it; returns every end's final
+    profile id."""
+    applied = partition_apply(components, key_of)
+    changed = derived_refresh(applied)
+    profile_changes_mark(changed | set(applied.absorbed))
+    return applied.final
 
 
 def _ledger(

@@ -21,6 +21,7 @@ from consent.selectors import (
 )
 from consent.services import ChoiceInput, consent_record
 from identity.selectors import identifier_find
+from identity.services.linking import evidence_link
 from identity.services.unmerge import profile_unmerge
 from tests.conftest import post_json
 from tests.identity.resolving import ingest, message, pid, resolve
@@ -301,3 +302,32 @@ def test_gating_selectors_agree(source: SourceWithKey, consent_client: APIClient
         profiles_allowed(ids, "telepathy")
     with pytest.raises(ValueError, match="column"):
         allowed_sql("analytics", profile_column="p.id; DROP TABLE x")
+
+
+def test_a_probabilistic_merge_derives_consent_like_any_merge(
+    source: SourceWithKey, consent_client: APIClient
+) -> None:
+    """Approved or auto-merged matches go through evidence links: the merged person's state is
+    the most restrictive, and the absorbed profile keeps no state of its own."""
+    ingest(
+        source.source.pk,
+        message("identify", anonymousId="a1"),
+        message("identify", userId="u1"),
+    )
+    resolve()
+    visitor, user = pid("anonymous_id", "a1"), pid("user_id", "u1")
+    post_json(consent_client, "/v1/consent", consent_body("granted", anonymous_id="a1"))
+    post_json(consent_client, "/v1/consent", consent_body("denied", user_id="u1"))
+    a1 = identifier_find(kind="anonymous_id", raw_value="a1")
+    u1 = identifier_find(kind="user_id", raw_value="u1")
+    assert a1 is not None and u1 is not None
+    linked = evidence_link(
+        a_id=a1.pk, b_id=u1.pk, rule="probabilistic", score=0.99, evidence={}, actor="matcher"
+    )
+    assert linked.applied
+    merged = pid("user_id", "u1")
+    assert merged == pid("anonymous_id", "a1")
+    assert states(merged)["marketing_email"] == "denied"
+    assert profiles_allowed([merged], "marketing_email") == set()
+    absorbed = ({visitor, user} - {merged}).pop()
+    assert not ConsentState.objects.filter(profile_id=absorbed).exists()

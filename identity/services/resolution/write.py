@@ -10,20 +10,18 @@ from typing import Any
 from django.utils import timezone
 
 from cdp.ops.bulk import rows_insert, rows_update
-from consent.services import consent_entries_append, consent_states_refresh
+from consent.services import consent_entries_append
 from identity.merging import (
-    identifiers_assign,
     ledger_entry,
     ledger_write,
     profile_changes_mark,
-    profiles_absorb,
-    profiles_create,
 )
 from identity.models import Edge, Identifier, LedgerAction, MergeLedgerEntry
 from identity.rules import SIZE_CONFLICT
 from identity.services.observations import ObservationInput, observations_write
-from identity.services.profiles import profiles_counters_add, profiles_refresh
-from identity.services.resolution.decide import ComponentKey, Decision
+from identity.services.partition import derived_refresh, partition_apply
+from identity.services.profiles import profiles_counters_add
+from identity.services.resolution.decide import Decision
 from identity.services.resolution.items import Item, Pair
 from identity.services.resolution.result import ResolveResult
 from identity.services.unmerge import profile_unmerge
@@ -42,32 +40,8 @@ def write_batch(
     nodes: Mapping[Pair, Identifier],
     result: ResolveResult,
 ) -> None:
-    groups = decision.components.groups()
-    # A root that is an identifier: the component holds no existing profile (profiles rank
-    # first), so it gets a new one; new ids in the order of the components' oldest identifier.
-    new_roots = sorted(
-        (root for root in groups if root[0] == "i"),
-        key=lambda root: min(key[1] for key in groups[root]),
-    )
-    new_ids = profiles_create(len(new_roots))
-    profile_of_root: dict[ComponentKey, int] = dict(zip(new_roots, new_ids, strict=True))
-    absorbed: dict[int, int] = {}
-    assignments: dict[int, int] = {}
-    for root, keys in groups.items():
-        if root[0] == "p":
-            profile_of_root[root] = root[1]
-        survivor = profile_of_root[root]
-        for key in keys:
-            if key[0] == "p" and key[1] != survivor:
-                absorbed[key[1]] = survivor
-            elif key[0] == "i":
-                assignments[key[1]] = survivor
-    identifiers_assign(assignments)
-    profiles_absorb(absorbed)
-    final = {
-        identifier_id: profile_of_root[decision.components.find(key)]
-        for identifier_id, key in decision.key_of.items()
-    }
+    applied = partition_apply(decision.components, decision.key_of)
+    final, absorbed = applied.final, applied.absorbed
     edges = _edges_insert(decision)
     ledger_write(_ledger(decision, edges, final))
     _events_anchor(items, node_ids)
@@ -89,14 +63,13 @@ def write_batch(
         ]
     )
     touched = set(final.values())
-    membership_changed = {final[i] for i in assignments} | set(absorbed.values())
     # Observations change only on identifiers of this batch (a record's old ones hang on the
     # record's own external identifier), whose profiles are the locked ones.
     observed = {final[node.pk] for node in traits_changed if node.pk in final}
     # Profiles whose identifiers changed are recounted; the others only add this batch's events.
-    profiles_refresh(profile_ids=membership_changed, traits_for=membership_changed | observed)
-    # Absorbed profiles lose their states; their survivors' are derived anew.
-    consent_states_refresh(profile_ids=membership_changed | consent_changed | set(absorbed))
+    membership_changed = derived_refresh(
+        applied, traits_for=observed, consent_changed=consent_changed
+    )
     profiles_counters_add(
         added=_by_profile(
             {i: delta for i, delta in added.items() if final[i] not in membership_changed},
@@ -108,7 +81,7 @@ def write_batch(
     result.edges = len(edges)
     result.conflicts = sum(not edge.applied for edge in edges)
     result.merges = len(decision.merges)
-    result.profiles_created = len(new_ids)
+    result.profiles_created = len(applied.created)
 
 
 def _consent_append(

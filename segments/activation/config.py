@@ -2,7 +2,7 @@
 
 * ``EXPORT_SYNC_MAX_ROWS`` (10,000): a segment of at most this many members is exported in the
   request as a streamed download; a larger one as an async job (202 + job id).
-* ``EXPORT_BATCH_SIZE`` (2,000): rows read per server-side cursor fetch and encrypted per part.
+* ``EXPORT_BATCH_SIZE`` (5,000): rows read per server-side cursor fetch and encrypted per part.
 * ``EXPORT_DAYS`` (7): how long a job's file can be downloaded before its key is destroyed.
 * ``WEBHOOK_TIMEOUT_SECONDS`` (5), ``WEBHOOK_RETRY_SECONDS`` ([30, 120, 600, 3600, 21600]: the
   waits after the 1st..5th failed attempt; dead after ``len + 1`` attempts),
@@ -43,7 +43,7 @@ def activation_config() -> ActivationConfig:
     values = getattr(settings, "CDP_SEGMENTS", {}) or {}
     return ActivationConfig(
         export_sync_max_rows=int(values.get("EXPORT_SYNC_MAX_ROWS", 10_000)),
-        export_batch_size=int(values.get("EXPORT_BATCH_SIZE", 2_000)),
+        export_batch_size=int(values.get("EXPORT_BATCH_SIZE", 5_000)),
         export_days=int(values.get("EXPORT_DAYS", 7)),
         webhook_timeout_seconds=float(values.get("WEBHOOK_TIMEOUT_SECONDS", 5)),
         webhook_retry_seconds=tuple(

@@ -19,10 +19,11 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
+from django.db.models import Func, TextField
+from django.db.models.functions import Cast
 
 from cdp.crypto.envelope import decrypt_many_unless_erased
 from cdp.ingestion.pii import REDACTED
@@ -34,6 +35,9 @@ from segments.activation.models import ExportFormat
 from segments.activation.serving import Served, served_members
 
 Row = dict[str, Any]
+Member = tuple[int, str, dict[str, Any]]  # profile id, entered_at (ISO), stored traits
+# A timestamptz as ISO 8601 text, like datetime.isoformat() in the session's UTC.
+_ISO = "to_json(%(expressions)s) #>> '{}'"
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,19 @@ def row_shape(served: Served, *, include_pii: bool) -> RowShape:
 
 def export_row_batches(served: Served, *, shape: RowShape, batch_size: int) -> Iterator[list[Row]]:
     """The export's rows, ``batch_size`` at a time, from one server-side cursor."""
-    members = served_members(served).values_list("profile_id", "entered_at", "profile__traits")
-    batch: list[tuple[int, datetime, dict[str, Any]]] = []
-    for member in members.iterator(chunk_size=batch_size):
-        batch.append(member)
+    # Traits as text parsed with orjson, the time as ISO text made by PostgreSQL: the
+    # JSONField and datetime converters cost more than the rest of a row's work.
+    members = (
+        served_members(served)
+        .annotate(
+            traits_text=Cast("profile__traits", TextField()),
+            entered_text=Func("entered_at", template=_ISO, output_field=TextField()),
+        )
+        .values_list("profile_id", "entered_text", "traits_text")
+    )
+    batch: list[Member] = []
+    for profile_id, entered_at, traits in members.iterator(chunk_size=batch_size):
+        batch.append((profile_id, entered_at, orjson.loads(traits) if traits else {}))
         if len(batch) >= batch_size:
             yield _rows(batch, shape=shape)
             batch = []
@@ -62,7 +75,7 @@ def export_row_batches(served: Served, *, shape: RowShape, batch_size: int) -> I
         yield _rows(batch, shape=shape)
 
 
-def _rows(batch: Sequence[tuple[int, datetime, dict[str, Any]]], *, shape: RowShape) -> list[Row]:
+def _rows(batch: Sequence[Member], *, shape: RowShape) -> list[Row]:
     pii_values = _pii_trait_values(batch) if shape.include_pii else {}
     addresses, opted_out = _channel_addresses(batch, shape=shape) if shape.channel else ({}, {})
     rows = []
@@ -79,7 +92,7 @@ def _rows(batch: Sequence[tuple[int, datetime, dict[str, Any]]], *, shape: RowSh
                 shown[name] = (
                     None if _is_opted_out(value, opted_out.get(profile_id), shape) else value
                 )
-        row: Row = {"profile_id": profile_id, "entered_at": entered_at.isoformat()}
+        row: Row = {"profile_id": profile_id, "entered_at": entered_at}
         if shape.channel:
             row[shape.channel] = addresses.get(profile_id, [])
         row["traits"] = shown
@@ -87,7 +100,7 @@ def _rows(batch: Sequence[tuple[int, datetime, dict[str, Any]]], *, shape: RowSh
     return rows
 
 
-def _pii_trait_values(batch: Sequence[tuple[int, datetime, dict[str, Any]]]) -> dict[int, Any]:
+def _pii_trait_values(batch: Sequence[Member]) -> dict[int, Any]:
     """Observation id -> decrypted value (None when erased): two queries per batch."""
     ids = [
         entry["observation_id"]
@@ -112,7 +125,7 @@ def _pii_trait_values(batch: Sequence[tuple[int, datetime, dict[str, Any]]]) -> 
 
 
 def _channel_addresses(
-    batch: Sequence[tuple[int, datetime, dict[str, Any]]], *, shape: RowShape
+    batch: Sequence[Member], *, shape: RowShape
 ) -> tuple[dict[int, list[str]], dict[int, set[str]]]:
     """Profile id -> its addresses of the channel kind that are not opted out (by id order),
     and profile id -> those that are (to keep them out of traits too). Three queries."""

@@ -36,7 +36,9 @@ def _modules(names: list[str]) -> list[ModuleType]:
     return [module for module in modules if hasattr(module, "run")]
 
 
-def _generated(sections: list[tuple[ModuleType, str, dict[str, str]]], command: str) -> str:
+def _generated(
+    sections: list[tuple[ModuleType, str, dict[str, str]]], command: str, kept: list[str]
+) -> str:
     info = machine()
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -49,10 +51,40 @@ def _generated(sections: list[tuple[ModuleType, str, dict[str, str]]], command: 
     ]
     for module, rendered, extra in sections:
         lines += ["", f"### {module.TITLE}", ""]
+        lines.append(f"- measured: {now}, `{command}`, commit {info['commit']}")
         lines += [f"- {key}: {value}" for key, value in extra.items()]
         lines += ["", rendered]
+    for section in kept:
+        lines += ["", section]
     lines.append(END)
     return "\n".join(lines)
+
+
+def _kept_sections(titles: set[str]) -> list[str]:
+    """The sections of the generated block whose module did not run now (one module run alone
+    replaces its own section only); the block's header before them is rewritten."""
+    text = PATH.read_text() if PATH.exists() else ""
+    start, end = text.find(BEGIN.split(" (")[0]), text.find(END)
+    if start < 0 or end < 0:
+        return []
+    header, *parts = text[start:end].split("\n### ")
+    fields = dict(
+        line[2:].split(": ", 1)
+        for line in header.splitlines()
+        if line.startswith("- ") and ": " in line
+    )
+    measured = f"- measured: {fields.get('date', '?')}, {fields.get('command', '?')}, commit " + (
+        fields.get("commit", "?")
+    )
+    kept = []
+    for part in parts:
+        title, _, body = part.partition("\n")
+        if title.strip() in titles:
+            continue
+        if "\n- measured: " not in body:  # written before sections carried their own date
+            body = body.replace("\n", f"\n{measured}\n", 1)
+        kept.append(f"### {title}\n{body.rstrip()}")
+    return kept
 
 
 def _write(block: str) -> None:
@@ -81,7 +113,8 @@ def main() -> None:
         print(rendered, flush=True)
         sections.append((module, rendered, extra))
     if not args.no_write:
-        _write(_generated(sections, command))
+        kept = _kept_sections({module.TITLE for module, _, _ in sections}) if args.names else []
+        _write(_generated(sections, command, kept))
         print(f"wrote {PATH.relative_to(ROOT)}")
 
 

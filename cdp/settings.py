@@ -235,7 +235,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Choice sets named after their model enums where several serializers share a field name.
-    "ENUM_NAME_OVERRIDES": {"ConsentStatusEnum": "consent.models.ConsentStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "ConsentStatusEnum": "consent.models.ConsentStatus",
+        "SegmentExportStatusEnum": "segments.activation.models.ExportStatus",
+        "WebhookDeliveryStatusEnum": "segments.activation.models.DeliveryStatus",
+    },
 }
 
 # --- ingestion --------------------------------------------------------------------------------
@@ -388,6 +392,19 @@ CDP_SEGMENTS: dict[str, Any] = {
     "PREVIEW_BUDGET_MS": env_int("CDP_SEGMENTS_PREVIEW_BUDGET_MS", 1000),
     # Statement timeout of GET /v1/segments/{id}/stats (one pass over profiles and events).
     "STATS_TIMEOUT_MS": env_int("CDP_SEGMENTS_STATS_TIMEOUT_MS", 30000),
+    # Activation (segments/activation/config.py, docs/segments.md "Activation"): exports of at
+    # most this many members stream in the request, larger ones are async jobs.
+    "EXPORT_SYNC_MAX_ROWS": env_int("CDP_SEGMENTS_EXPORT_SYNC_MAX_ROWS", 10000),
+    "EXPORT_BATCH_SIZE": env_int("CDP_SEGMENTS_EXPORT_BATCH_SIZE", 5000),
+    "EXPORT_DAYS": env_int("CDP_SEGMENTS_EXPORT_DAYS", 7),
+    "WEBHOOK_TIMEOUT_SECONDS": env_int("CDP_SEGMENTS_WEBHOOK_TIMEOUT_SECONDS", 5),
+    # Waits after the 1st..5th failed delivery attempt (seconds); dead after one more.
+    "WEBHOOK_RETRY_SECONDS": env_json(
+        "CDP_SEGMENTS_WEBHOOK_RETRY_SECONDS_JSON", [30, 120, 600, 3600, 21600]
+    ),
+    # http:// URLs and private / loopback / link-local addresses (SSRF): development only.
+    "WEBHOOK_ALLOW_HTTP": env_bool("CDP_SEGMENTS_WEBHOOK_ALLOW_HTTP", DEBUG),
+    "WEBHOOK_ALLOW_PRIVATE": env_bool("CDP_SEGMENTS_WEBHOOK_ALLOW_PRIVATE", DEBUG),
 }
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -469,6 +486,20 @@ CELERY_BEAT_SCHEDULE = {
     "segments-rfm": {
         "task": "segments.tasks.segments_rfm_recompute",
         "schedule": timedelta(seconds=CDP_SEGMENTS["RFM_PERIOD_SECONDS"]),
+    },
+    # Webhook deliveries due (the sender is also kicked after each enqueue); export jobs whose
+    # enqueue was lost; export files past expiry lose their key.
+    "segments-webhooks-send": {
+        "task": "segments.activation.tasks.webhook_deliveries_send_due",
+        "schedule": timedelta(seconds=10),
+    },
+    "segments-exports-run": {
+        "task": "segments.activation.tasks.segment_exports_run_pending",
+        "schedule": timedelta(minutes=1),
+    },
+    "segments-exports-expire": {
+        "task": "segments.activation.tasks.segment_exports_expire_due",
+        "schedule": timedelta(hours=1),
     },
 }
 

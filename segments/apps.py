@@ -7,6 +7,7 @@ class SegmentsConfig(AppConfig):
 
     def ready(self) -> None:
         # The memberships section of access (DSAR) exports (consent.privacy.access).
-        from segments.privacy import access_section_register
+        from segments.privacy import access_section_register, erasure_hook_register_exports
 
         access_section_register()
+        erasure_hook_register_exports()

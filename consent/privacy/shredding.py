@@ -25,13 +25,14 @@ from typing import Any
 import orjson
 from django.apps import apps
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from cdp.crypto.envelope import decrypt_many_unless_erased
 from cdp.crypto.services import data_keys_destroy
 from cdp.ingestion.models import Record, Source
 from cdp.ops.bulk import bound_cursor, rows_insert
-from consent.models import PrivacyRequest, Suppression
+from consent.models import PrivacyRequest, PrivacyRequestKind, Suppression
 from identity.kinds import IdentifierKind, split_external
 from identity.merging import components_lock
 from identity.models import Edge, Identifier, Profile
@@ -79,8 +80,9 @@ ERASURE_HOOKS: list[tuple[str, ErasureHook]] = []
 
 
 def erasure_hook_register(name: str, hook: ErasureHook) -> None:
-    """Run ``hook`` in every erasure, before the identifiers and profiles are deleted (apps
-    call this from ``AppConfig.ready``); its count is logged under ``name``."""
+    """Run ``hook`` in every erasure, after the keys are destroyed and before the rows that
+    reference the person are deleted (apps call this from ``AppConfig.ready``); its count goes
+    into the request's summary under ``name``."""
     ERASURE_HOOKS.append((name, hook))
 
 
@@ -217,20 +219,35 @@ def scope_erase(scope: Scope, requests: Iterable[PrivacyRequest]) -> dict[uuid.U
     if scope.owner:
         _suppress(scope)
         _shred(scope)
+        _access_exports_shred(scope)
         _events_delete(scope)
         _observations_delete(scope)
+        # Hooks see the rows that reference the person (memberships...) before they go.
+        owners = set(scope.owner.values())
+        for name, hook in ERASURE_HOOKS:
+            count = hook(scope)
+            if len(owners) == 1:  # a hook counts for the batch, not per request
+                scope.counts[next(iter(owners))][name] += count
         _references_clear(scope)
-        for _name, hook in ERASURE_HOOKS:
-            hook(scope)
         _own_rows_delete(scope)
     return {r.pk: _summary(scope.counts.get(r.pk, Counter())) for r in requests}
 
 
-SUMMARY_FIELDS = ("identifiers", "profiles", "events", "records", "observations", "keys_destroyed")
+SUMMARY_FIELDS = (
+    "identifiers",
+    "profiles",
+    "events",
+    "records",
+    "observations",
+    "keys_destroyed",
+    "exports",
+)
 
 
 def _summary(counts: Counter[str]) -> Counter[str]:
-    return Counter({name: counts.get(name, 0) for name in (*SUMMARY_FIELDS, "edges")})
+    summary = Counter({name: counts.get(name, 0) for name in (*SUMMARY_FIELDS, "edges")})
+    summary.update({name: count for name, count in counts.items() if name not in summary})
+    return summary
 
 
 def _suppress(scope: Scope) -> None:
@@ -249,6 +266,34 @@ def _suppress(scope: Scope) -> None:
     )
     for owner in scope.owner.values():
         scope.counts[owner]["identifiers"] += 1
+
+
+def _access_exports_shred(scope: Scope) -> None:
+    """Access exports of the person (by profile, or by a subject that is one of their
+    identifiers) hold their PII under the export's own key: destroy it too, and clear them."""
+    subjects = Q()
+    for kind, index in scope.index.values():
+        subjects |= Q(subject_kind=kind, subject_blind_index=index)
+    exports = list(
+        PrivacyRequest.objects.filter(
+            Q(profile_id__in=list(scope.profiles)) | subjects,
+            kind=PrivacyRequestKind.ACCESS,
+            export_data_key__isnull=False,
+        )
+        .select_for_update()
+        .order_by("pk")
+        .values_list("pk", "export_data_key_id", "profile_id")
+    )
+    if not exports:
+        return
+    data_keys_destroy(ids=[key_id for _, key_id, _ in exports])
+    PrivacyRequest.objects.filter(pk__in=[pk for pk, _, _ in exports]).update(
+        export_ciphertext=None, export_expires_at=timezone.now()
+    )
+    fallback = next(iter(scope.owner.values()))
+    for _, _, profile_id in exports:
+        owner = scope.profiles.get(profile_id, fallback) if profile_id is not None else fallback
+        scope.counts[owner]["exports"] += 1
 
 
 def _shred(scope: Scope) -> None:

@@ -25,6 +25,7 @@ from cdp.audit.services import audit_record
 from cdp.crypto.envelope import decrypt_bytes, encrypt_bytes
 from cdp.crypto.errors import KeyDestroyed
 from cdp.crypto.services import data_key_create, data_keys_destroy
+from cdp.ops.bulk import bound_cursor
 from consent.models import PrivacyRequest, PrivacyRequestKind, PrivacyRequestStatus
 
 TARGET_TYPE = "privacy_request"
@@ -41,7 +42,17 @@ def export_filename(request: PrivacyRequest) -> str:
 
 def access_export_store(*, request: PrivacyRequest, content: bytes) -> PrivacyRequest:
     """Inside the worker's transaction: encrypt ``content`` under a new data key into the
-    request, downloadable for ``ACCESS_EXPORT_DAYS``."""
+    request, downloadable for ``ACCESS_EXPORT_DAYS``.
+
+    The person's profile is locked in share mode first: an erasure running meanwhile holds it
+    (and deletes it), so an export built from what was read before the erasure committed is
+    refused (``NotFound``) instead of outliving the person."""
+    with bound_cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM identity_profile WHERE id = %s FOR SHARE", [request.profile_id]
+        )
+        if cursor.fetchone() is None:
+            raise NotFound("The person was erased while the export was built.", code="erased")
     key = data_key_create()
     request.export_ciphertext = encrypt_bytes(content, key=key, aad=export_aad(request.pk))
     request.export_data_key = key

@@ -1,7 +1,7 @@
 """Reads of segments: definitions and versions, members (now and as of an instant), changes,
 a profile's segments, and previews of unsaved definitions.
 
-Everything that hands members out (``members_current``, ``members_as_of``, ``segment_changes``)
+Everything that hands members out (``members_page``, ``segment_changes``)
 takes what ``segments.activation.serving.segment_served`` decided (a too-small segment is
 refused, or its fallback served) and filters by consent for its purposes
 (``consent.selectors.allowed_q``).
@@ -19,15 +19,15 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from psycopg import errors as pg_errors
 
 from cdp.api.errors import InvalidInput, NotFound
 from cdp.crypto.envelope import decrypt_many_unless_erased
 from cdp.ingestion.pii import REDACTED
-from consent.purposes import purpose_get
-from consent.selectors import allowed_q, allowed_sql
-from identity.models import Profile, TraitObservation
+from consent.purposes import GRANTED, purpose_get
+from consent.selectors import allowed_sql
+from identity.models import TraitObservation
 from segments.activation.serving import Served
 from segments.dsl import definition_parse, members_query
 from segments.models import Membership, Segment, SegmentVersion
@@ -67,57 +67,111 @@ def segment_versions(segment_id: int) -> QuerySet[SegmentVersion]:
 
 
 # --- members ----------------------------------------------------------------------------------
-def members_current(served: Served) -> QuerySet[Membership]:
-    """The open stays of the served segment, of people allowed for every purpose of ``served``
-    (``segments.activation.serving``), with their profiles' traits: one query per page (order
-    by ``profile_id`` to page)."""
-    return _members(served).filter(exited_at__isnull=True)
+@dataclass(frozen=True)
+class Member:
+    profile_id: int
+    entered_at: datetime
+    traits: dict[str, Any]  # Profile.traits as stored (see member_traits_shown)
 
 
-def members_as_of(served: Served, *, at: datetime) -> QuerySet[Membership]:
-    """The stays open at the instant ``at`` (entered at or before it, not exited by then), of
-    people allowed now."""
-    return _members(served).filter(
-        Q(entered_at__lte=at) & (Q(exited_at__isnull=True) | Q(exited_at__gt=at))
+# One row per stay in profile order, each profile and consent state looked up by key. The
+# LATERAL ... LIMIT 1 subqueries keep those lookups per row: as plain joins or EXISTS, the
+# planner merges or hashes them against the whole profile and consent tables, and a page deep
+# in a large segment then reads everything before it (measured: 100+ ms instead of ~1 ms).
+_MEMBERS = """
+SELECT m.profile_id, m.entered_at, p.traits
+FROM segments_membership AS m
+CROSS JOIN LATERAL (
+    SELECT traits FROM identity_profile
+    WHERE id = m.profile_id AND merged_into_id IS NULL LIMIT 1
+) AS p
+{consent_joins}
+WHERE m.segment_id = %s AND {stays} AND m.profile_id > %s {consent_tests}
+ORDER BY m.profile_id
+LIMIT %s
+"""
+_CONSENT_JOIN = """LEFT JOIN LATERAL (
+    SELECT status FROM consent_consentstate
+    WHERE profile_id = m.profile_id AND purpose = %s LIMIT 1
+) AS {alias} ON TRUE"""
+
+
+def members_page(
+    served: Served, *, after: int | None, limit: int, as_of: datetime | None = None
+) -> list[Member]:
+    """Up to ``limit`` members of the served segment after profile id ``after``, by profile id:
+    its open stays (with ``as_of``: the stays open at that instant, entered at or before it and
+    not exited by then) of current profiles allowed now for every purpose of ``served``
+    (``segments.activation.serving``). One query, its cost independent of the page's depth.
+
+    The consent test is ``consent.selectors.allowed_q``'s rule, written per row: allowed when
+    the state for the purpose is ``granted``, or there is none and the purpose's default is."""
+    joins, tests, join_params, test_params = [], [], [], []
+    for index, purpose in enumerate(served.purposes):
+        alias = f"c{index}"
+        joins.append(_CONSENT_JOIN.format(alias=alias))
+        join_params.append(purpose)
+        if purpose_get(purpose).allowed_by_default:
+            tests.append(f"AND ({alias}.status IS NULL OR {alias}.status = %s)")
+        else:
+            tests.append(f"AND {alias}.status = %s")
+        test_params.append(GRANTED)
+    if as_of is None:
+        stays, stay_params = "m.exited_at IS NULL", []
+    else:
+        stays = "m.entered_at <= %s AND (m.exited_at IS NULL OR m.exited_at > %s)"
+        stay_params = [as_of, as_of]
+    sql = _MEMBERS.format(
+        consent_joins="\n".join(joins), stays=stays, consent_tests=" ".join(tests)
     )
+    params: list[Any] = [
+        *join_params,
+        served.segment.pk,
+        *stay_params,
+        after or 0,
+        *test_params,
+        limit,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [
+            Member(profile_id=profile_id, entered_at=entered_at, traits=_json(traits))
+            for profile_id, entered_at, traits in cursor.fetchall()
+        ]
 
 
-def _members(served: Served) -> QuerySet[Membership]:
-    stays = Membership.objects.filter(
-        segment_id=served.segment.pk, profile__merged_into__isnull=True
-    )
-    for purpose in served.purposes:
-        stays = stays.filter(allowed_q(purpose, profile_field="profile_id"))
-    return stays.select_related("profile").only(
-        "id", "profile_id", "entered_at", "exited_at", "profile__id", "profile__traits"
-    )
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str | bytes):
+        loaded: dict[str, Any] = orjson.loads(value)
+        return loaded
+    return value or {}
 
 
 def member_traits_shown(
-    profiles: Sequence[Profile], *, reveal_pii: bool
+    members: Sequence[Member], *, reveal_pii: bool
 ) -> dict[int, dict[str, Any]]:
-    """Trait name -> value for each profile, as a reader may see it: a PII trait's value
-    decrypted from its winning observation with ``reveal_pii`` (None once erased), else
+    """Trait name -> value for each member's profile, as a reader may see it: a PII trait's
+    value decrypted from its winning observation with ``reveal_pii`` (None once erased), else
     ``"[redacted]"``. No query without ``reveal_pii``; with it, two for the whole page (the
-    observations, their data keys), however many profiles."""
+    observations, their data keys), however many members."""
     pii_ids = [
         entry["observation_id"]
-        for profile in profiles
-        for entry in (profile.traits or {}).values()
+        for member in members
+        for entry in member.traits.values()
         if entry.get("pii") and entry.get("observation_id") is not None
     ]
     values = _observation_values(pii_ids) if reveal_pii and pii_ids else {}
     shown: dict[int, dict[str, Any]] = {}
-    for profile in profiles:
+    for member in members:
         traits: dict[str, Any] = {}
-        for name, entry in (profile.traits or {}).items():
+        for name, entry in member.traits.items():
             if not entry.get("pii"):
                 traits[name] = entry.get("value")
             elif reveal_pii:
                 traits[name] = values.get(entry.get("observation_id"))
             else:
                 traits[name] = REDACTED
-        shown[profile.pk] = traits
+        shown[member.profile_id] = traits
     return shown
 
 

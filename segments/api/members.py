@@ -46,27 +46,21 @@ SERVING_NOTE = (
 )
 
 
-class MemberCursorPagination(IdCursorPagination):
-    """By profile id, ascending: a page boundary does not move when people enter or exit."""
-
-    ordering = "profile_id"
-
-
 def _served_headers(served: Served) -> dict[str, str]:
     return {SERVED_HEADER: str(served.segment.pk)} if served.is_fallback else {}
 
 
 class SegmentMembersView(APIView):
     required_scopes = {Scope.SEGMENTS_READ}
-    pagination_class = MemberCursorPagination
 
     @extend_schema(
         operation_id="segments_members_list",
         summary="A segment's members by profile id (cursor-paginated), or as of an instant",
         description=(
-            "Each member: profile id, when the current stay began, and the profile's traits "
-            f"(name -> value). With `as_of`, the people whose stay was open at that instant. "
-            f"{SERVING_NOTE} {s.PII_NOTE}"
+            "Each member: profile id, when the stay began, and the profile's traits (name -> "
+            "value). Pages go by profile id, ascending: follow `next` until it is null. With "
+            f"`as_of`, the people whose stay was open at that instant. {SERVING_NOTE} "
+            f"{s.PII_NOTE}"
         ),
         tags=TAGS,
         parameters=[SEGMENT_ID, s.MembersQuerySerializer],
@@ -75,63 +69,80 @@ class SegmentMembersView(APIView):
     def get(self, request: Request, segment_id: int) -> Response:
         query = s.MembersQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        as_of: datetime | None = query.validated_data.get("as_of")
+        data = query.validated_data
+        as_of: datetime | None = data.get("as_of")
+        after = _member_position(data["cursor"]) if "cursor" in data else None
+        limit: int = data["limit"]
         served = segment_served(selectors.segment_get(segment_id))
-        stays = (
-            selectors.members_current(served)
-            if as_of is None
-            else selectors.members_as_of(served, at=as_of)
-        )
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(stays, request, view=self) or []
+        found = selectors.members_page(served, after=after, limit=limit + 1, as_of=as_of)
+        page = found[:limit]
         reveal = bool(page) and pii_revealed(
             request,
             target_type="segment",
             target_id=served.segment.pk,
             what="segments_members_list",
         )
-        traits = selectors.member_traits_shown([stay.profile for stay in page], reveal_pii=reveal)
-        rows = [
-            {
-                "profile_id": stay.profile_id,
-                "entered_at": stay.entered_at,
-                "traits": traits[stay.profile_id],
-            }
-            for stay in page
-        ]
-        body = {
-            "next": paginator.get_next_link(),
-            "previous": paginator.get_previous_link(),
+        traits = selectors.member_traits_shown(page, reveal_pii=reveal)
+        envelope = {
+            "next": _next_link(request, [page[-1].profile_id]) if len(found) > limit else None,
             "segment_id": served.requested.pk,
             "served_segment_id": served.segment.pk,
             "fallback": served.is_fallback,
             "as_of": as_of,
-            "results": rows,
         }
-        return Response(s.MembersPageSerializer(body).data, headers=_served_headers(served))
+        body = {
+            **s.MembersEnvelopeSerializer(envelope).data,
+            "results": s.member_rows(page, traits),
+        }
+        return Response(body, headers=_served_headers(served))
 
 
 # --- changes ----------------------------------------------------------------------------------
-def _cursor_encode(position: tuple[datetime, int, str]) -> str:
-    at, membership_id, change = position
-    raw = orjson.dumps([at.isoformat(), membership_id, change])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _cursor_encode(position: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
 
 
-def _cursor_decode(cursor: str) -> tuple[datetime, int, str]:
+def _invalid_cursor() -> InvalidInput:
+    return InvalidInput("cursor is not one this API issued.", code="invalid_cursor", attr="cursor")
+
+
+def _cursor_decode(cursor: str) -> list[Any]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, membership_id, change = orjson.loads(raw)
-        position = (datetime.fromisoformat(at), int(membership_id), str(change))
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidInput(
-            "cursor is not one this API issued.", code="invalid_cursor", attr="cursor"
-        ) from None
-    if position[0].tzinfo is None or position[2] not in (selectors.ENTERED, selectors.EXITED):
+        position = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        position = None
+    if not isinstance(position, list) or not position:
+        raise _invalid_cursor()
+    return position
+
+
+def _member_position(cursor: str) -> int:
+    position = _cursor_decode(cursor)
+    if len(position) != 1 or not isinstance(position[0], int) or isinstance(position[0], bool):
+        raise _invalid_cursor()
+    return position[0]
+
+
+def _next_link(request: Request, position: list[Any]) -> str:
+    return replace_query_param(request.build_absolute_uri(), "cursor", _cursor_encode(position))
+
+
+def _change_position(cursor: str) -> tuple[datetime, int, str]:
+    position = _cursor_decode(cursor)
+    try:
+        at, membership_id, change = position
+        parsed = (datetime.fromisoformat(at), int(membership_id), str(change))
+    except (TypeError, ValueError):
+        parsed = None
+    if (
+        parsed is None
+        or parsed[0].tzinfo is None
+        or parsed[2] not in (selectors.ENTERED, selectors.EXITED)
+    ):
         raise InvalidInput(
             "cursor is not one this API issued.", code="invalid_cursor", attr="cursor"
         )
-    return position
+    return parsed
 
 
 class SegmentChangesView(APIView):
@@ -155,15 +166,15 @@ class SegmentChangesView(APIView):
         query = s.ChangesQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        after = _cursor_decode(data["cursor"]) if "cursor" in data else None
+        after = _change_position(data["cursor"]) if "cursor" in data else None
         served = segment_served(selectors.segment_get(segment_id))
         limit: int = data["limit"]
         found = selectors.segment_changes(served, since=data["since"], after=after, limit=limit + 1)
         page = found[:limit]
         next_link = None
         if len(found) > limit:
-            url = request.build_absolute_uri()
-            next_link = replace_query_param(url, "cursor", _cursor_encode(page[-1].position))
+            at, membership_id, change = page[-1].position
+            next_link = _next_link(request, [at.isoformat(), membership_id, change])
         body: dict[str, Any] = {
             "next": next_link,
             "segment_id": served.requested.pk,

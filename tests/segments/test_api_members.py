@@ -16,8 +16,9 @@ from rest_framework.test import APIClient
 from cdp.audit.models import AuditAction, AuditEntry
 from cdp.crypto.key_cache import data_key_cache
 from cdp.ingestion.services import SourceWithKey
+from identity.models import Profile
 from segments.models import Membership, Segment
-from tests.identity.resolving import T0
+from tests.identity.resolving import T0, ingest, message, pid, resolve
 from tests.segments.api_people import PLAN_PRO, consent_set, people_ingest, segment_with
 
 pytestmark = pytest.mark.django_db
@@ -332,3 +333,39 @@ def test_members_of_a_segment_computed_by_segment_recompute(
     body = writer.get(f"/v1/segments/{segment_id}").json()
     assert (body["member_count"], body["too_small"], body["computed_version"]) == (6, False, 1)
     assert all_member_ids(writer, Segment.objects.get(pk=segment_id)) == sorted(ids[0::2])
+
+
+def test_a_merged_profile_is_not_served_while_its_stay_is_open(
+    reader: APIClient, source: SourceWithKey
+) -> None:
+    web = source.source.pk
+    ingest(web, message("page", anonymousId="anon-1", name="Home"))
+    resolve()
+    ingest(web, message("identify", at=1, userId="m1", traits={"plan": "pro"}))
+    resolve()
+    visitor, user = pid("anonymous_id", "anon-1"), pid("user_id", "m1")
+    assert visitor != user
+    segment = segment_with([visitor, user])
+    ingest(web, message("identify", at=2, userId="m1", anonymousId="anon-1"))
+    resolve()
+    survivor = pid("user_id", "m1")
+    absorbed = ({visitor, user} - {survivor}).pop()
+    assert Profile.objects.get(pk=absorbed).merged_into_id == survivor
+    assert Membership.objects.filter(profile_id=absorbed, exited_at__isnull=True).exists()
+    assert all_member_ids(reader, segment) == [survivor]
+
+
+def test_members_refuse_a_cursor_they_did_not_issue(reader: APIClient, ids: list[int]) -> None:
+    segment = segment_with(ids[:3])
+    url = f"/v1/segments/{segment.pk}/members"
+    changes = reader.get(
+        f"/v1/segments/{segment.pk}/changes", {"since": (T0 - timedelta(days=1)).isoformat()}
+    )
+    assert changes.status_code == 200
+    for cursor in ("garbage", "WzFd", "WyJ4Il0"):  # not base64 JSON; [1] is fine; ["x"] is not
+        response = reader.get(url, {"cursor": cursor})
+        expected = 200 if cursor == "WzFd" else 400
+        assert response.status_code == expected, cursor
+        if expected == 400:
+            assert response.json()["code"] == "invalid_cursor"
+    assert reader.get(url, {"limit": 0}).json()["attr"] == "limit"

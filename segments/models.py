@@ -105,9 +105,10 @@ class Membership(models.Model):
                 condition=models.Q(exited_at__isnull=True),
                 name="membership_current",
             ),
-            # As-of and changes-since queries.
-            models.Index(fields=["segment", "entered_at"], name="membership_entered"),
-            models.Index(fields=["segment", "exited_at"], name="membership_exited"),
+            # As-of and changes-since queries; the id orders the changes feed's ties (a full
+            # recompute enters everyone at one instant) without sorting them.
+            models.Index(fields=["segment", "entered_at", "id"], name="membership_entered"),
+            models.Index(fields=["segment", "exited_at", "id"], name="membership_exited"),
             # A profile's segments; closing a merged or erased profile's stays.
             models.Index(fields=["profile", "segment"], name="membership_profile"),
         ]

@@ -4,27 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('identity', '0005_matching'),
-        ('segments', '0003_try_timestamptz'),
+        ("identity", "0005_matching"),
+        ("segments", "0003_try_timestamptz"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='membership',
-            name='membership_entered',
+            model_name="membership",
+            name="membership_entered",
         ),
         migrations.RemoveIndex(
-            model_name='membership',
-            name='membership_exited',
+            model_name="membership",
+            name="membership_exited",
         ),
         migrations.AddIndex(
-            model_name='membership',
-            index=models.Index(fields=['segment', 'entered_at', 'id'], name='membership_entered'),
+            model_name="membership",
+            index=models.Index(fields=["segment", "entered_at", "id"], name="membership_entered"),
         ),
         migrations.AddIndex(
-            model_name='membership',
-            index=models.Index(fields=['segment', 'exited_at', 'id'], name='membership_exited'),
+            model_name="membership",
+            index=models.Index(fields=["segment", "exited_at", "id"], name="membership_exited"),
         ),
     ]

@@ -47,12 +47,13 @@ def access_export_store(*, request: PrivacyRequest, content: bytes) -> PrivacyRe
     The person's profile is locked in share mode first: an erasure running meanwhile holds it
     (and deletes it), so an export built from what was read before the erasure committed is
     refused (``NotFound``) instead of outliving the person."""
-    with bound_cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM identity_profile WHERE id = %s FOR SHARE", [request.profile_id]
-        )
-        if cursor.fetchone() is None:
-            raise NotFound("The person was erased while the export was built.", code="erased")
+    if request.profile_id is not None:  # (a subject not resolved yet has no profile)
+        with bound_cursor() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM identity_profile WHERE id = %s FOR SHARE", [request.profile_id]
+            )
+            if cursor.fetchone() is None:
+                raise NotFound("The person was erased while the export was built.", code="erased")
     key = data_key_create()
     request.export_ciphertext = encrypt_bytes(content, key=key, aad=export_aad(request.pk))
     request.export_data_key = key

@@ -7,7 +7,8 @@
 * ``WEBHOOK_TIMEOUT_SECONDS`` (5), ``WEBHOOK_RETRY_SECONDS`` ([30, 120, 600, 3600, 21600]: the
   waits after the 1st..5th failed attempt; dead after ``len + 1`` attempts),
   ``WEBHOOK_BATCH_SIZE`` (50 deliveries claimed at a time), ``WEBHOOK_LEASE_SECONDS`` (60: a
-  claimed delivery whose worker died is tried again after this).
+  claimed delivery whose worker died is tried again after this), ``WEBHOOK_CONCURRENCY`` (8
+  requests of a batch at once).
 * ``WEBHOOK_ALLOW_HTTP`` / ``WEBHOOK_ALLOW_PRIVATE`` (both ``DEBUG``): accept ``http://`` URLs
   and private, loopback or link-local addresses. Production keeps both off (SSRF).
 """
@@ -30,6 +31,7 @@ class ActivationConfig:
     webhook_retry_seconds: tuple[int, ...]
     webhook_batch_size: int
     webhook_lease_seconds: int
+    webhook_concurrency: int
     webhook_allow_http: bool
     webhook_allow_private: bool
 
@@ -51,6 +53,7 @@ def activation_config() -> ActivationConfig:
         ),
         webhook_batch_size=int(values.get("WEBHOOK_BATCH_SIZE", 50)),
         webhook_lease_seconds=int(values.get("WEBHOOK_LEASE_SECONDS", 60)),
+        webhook_concurrency=max(1, int(values.get("WEBHOOK_CONCURRENCY", 8))),
         webhook_allow_http=bool(values.get("WEBHOOK_ALLOW_HTTP", settings.DEBUG)),
         webhook_allow_private=bool(values.get("WEBHOOK_ALLOW_PRIVATE", settings.DEBUG)),
     )

@@ -19,6 +19,7 @@ import random
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -87,9 +88,11 @@ def delivery_body(delivery: WebhookDelivery) -> bytes:
 
 
 def delivery_attempt(
-    delivery: WebhookDelivery, *, timestamp: int, config: ActivationConfig
+    delivery: WebhookDelivery, *, secret: str | None, timestamp: int, config: ActivationConfig
 ) -> Attempt:
-    """POST one delivery (no retry here); never raises for the receiver's failures."""
+    """POST one delivery (no retry here), signed with its webhook's ``secret`` (None: it could
+    not be read, a failed attempt). No database access: the senders run it in threads. Never
+    raises for the receiver's failures."""
     webhook: Webhook = delivery.webhook
     started = time.monotonic()
 
@@ -98,15 +101,15 @@ def delivery_attempt(
         return Attempt(status_code=status_code, error=error, duration_ms=elapsed)
 
     body = delivery_body(delivery)
+    if secret is None:
+        return done(None, "secret_unreadable")
     try:
         target = webhook_url_parse(webhook.url)
         (address, *_) = target_addresses(target)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            SIGNATURE_HEADER: signature_header(
-                secret=webhook_secret(webhook), timestamp=timestamp, body=body
-            ),
+            SIGNATURE_HEADER: signature_header(secret=secret, timestamp=timestamp, body=body),
             "X-CDP-Delivery": str(delivery.pk),
             "X-CDP-Event": delivery.event_type,
         }
@@ -115,7 +118,7 @@ def delivery_attempt(
         return done(None, "address_not_allowed")
     except (OSError, http.client.HTTPException) as exc:  # timeouts, refused connections, TLS
         return done(None, type(exc).__name__)
-    except Exception as exc:  # a bad stored URL, a destroyed key: recorded, not raised
+    except Exception as exc:  # a bad stored URL: recorded, not raised
         return done(None, type(exc).__name__)
     return done(status_code, "" if 200 <= status_code < 300 else f"HTTP {status_code}")
 
@@ -216,24 +219,50 @@ def webhook_deliveries_send(
     *, now: datetime | None = None, limit: int | None = None, max_batches: int = 20
 ) -> int:
     """Claim and send due deliveries, batch after batch until none is due (or ``max_batches``);
-    returns how many attempts were made. ``now`` (for tests) fixes the clock of claims and
-    records; the signature's timestamp is always the real time."""
+    returns how many attempts were made. The requests of a batch run in up to
+    ``WEBHOOK_CONCURRENCY`` threads (HTTP only: claims, secrets and records stay in this
+    thread). ``now`` (for tests) fixes the clock of claims and records; the signature's
+    timestamp is always the real time."""
     config = activation_config()
     attempts = 0
-    for _ in range(max_batches):
-        moment = now or timezone.now()
-        claimed = webhook_deliveries_claim(now=moment, limit=limit or config.webhook_batch_size)
-        if not claimed:
-            break
-        for delivery in claimed:
-            attempt = delivery_attempt(delivery, timestamp=int(time.time()), config=config)
-            delivery_record(delivery_id=delivery.pk, attempt=attempt, now=now or timezone.now())
-            attempts += 1
-            if not attempt.succeeded:
-                logger.info(
-                    "webhook delivery %s attempt %s failed: %s",
-                    delivery.pk,
-                    delivery.attempts,
-                    attempt.error,
+    with ThreadPoolExecutor(max_workers=config.webhook_concurrency) as pool:
+        for _ in range(max_batches):
+            moment = now or timezone.now()
+            claimed = webhook_deliveries_claim(now=moment, limit=limit or config.webhook_batch_size)
+            if not claimed:
+                break
+            secrets = _secrets({delivery.webhook for delivery in claimed})
+            timestamp = int(time.time())
+            futures = [
+                pool.submit(
+                    delivery_attempt,
+                    delivery,
+                    secret=secrets[delivery.webhook_id],
+                    timestamp=timestamp,
+                    config=config,
                 )
+                for delivery in claimed
+            ]
+            outcomes = [future.result() for future in futures]
+            for delivery, attempt in zip(claimed, outcomes, strict=True):
+                delivery_record(delivery_id=delivery.pk, attempt=attempt, now=now or timezone.now())
+                attempts += 1
+                if not attempt.succeeded:
+                    logger.info(
+                        "webhook delivery %s attempt %s failed: %s",
+                        delivery.pk,
+                        delivery.attempts,
+                        attempt.error,
+                    )
     return attempts
+
+
+def _secrets(webhooks: set[Webhook]) -> dict[int, str | None]:
+    found: dict[int, str | None] = {}
+    for webhook in webhooks:
+        try:
+            found[webhook.pk] = webhook_secret(webhook)
+        except Exception as exc:  # a destroyed key (deleted meanwhile): the attempt fails
+            logger.warning("webhook %s secret unreadable: %s", webhook.pk, type(exc).__name__)
+            found[webhook.pk] = None
+    return found

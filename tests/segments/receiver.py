@@ -24,6 +24,9 @@ class Receiver:
     delay_seconds: float = 0.0
     received: list[Received] = field(default_factory=list)
     port: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most requests being answered at once
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
@@ -40,12 +43,17 @@ def receiver(*statuses: int, delay_seconds: float = 0.0) -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            state.received.append(
-                Received(path=self.path, headers=dict(self.headers.items()), body=body)
-            )
+            with state.lock:
+                state.received.append(
+                    Received(path=self.path, headers=dict(self.headers.items()), body=body)
+                )
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
+                status = state.next_status()
             if state.delay_seconds:
                 time.sleep(state.delay_seconds)
-            status = state.next_status()
+            with state.lock:
+                state.in_flight -= 1
             self.send_response(status)
             if 300 <= status < 400:
                 self.send_header("Location", "http://127.0.0.1:9/elsewhere")

@@ -286,6 +286,31 @@ def test_the_sender_refuses_a_private_address_at_send_time(
     assert WebhookDelivery.objects.get().last_error == "address_not_allowed"
 
 
+def test_a_batch_is_sent_concurrently(
+    people: dict[str, int], segment: Segment, settings: Any
+) -> None:
+    activation_settings(settings, WEBHOOK_CONCURRENCY=4)
+    with receiver(200, delay_seconds=0.5) as server:
+        for index in range(4):
+            _hook(segment, f"{server.url}&hook={index}")
+        webhook_deliveries_enqueue(segment_id=segment.pk, entered=[people["ada"]], exited=[], at=T0)
+        assert webhook_deliveries_send(now=T0) == 4
+    assert server.max_in_flight > 1
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_an_unreadable_secret_is_a_failed_attempt(people: dict[str, int], segment: Segment) -> None:
+    from cdp.crypto.services import data_keys_destroy
+
+    with receiver(200) as server:
+        webhook = _hook(segment, server.url).webhook
+        webhook_deliveries_enqueue(segment_id=segment.pk, entered=[people["ada"]], exited=[], at=T0)
+        data_keys_destroy(ids=[webhook.data_key_id])
+        webhook_deliveries_send(now=T0)
+    assert server.received == []  # never sent unsigned
+    assert WebhookDelivery.objects.get().last_error == "secret_unreadable"
+
+
 def test_a_claimed_delivery_is_not_taken_twice(people: dict[str, int], segment: Segment) -> None:
     from segments.activation.sender import webhook_deliveries_claim
 

@@ -41,11 +41,13 @@ def rows_insert(
     table: str,
     columns: Mapping[str, Column],
     *,
-    returning: str | None = None,
+    returning: str | Sequence[str] | None = None,
     on_conflict: str = "",
 ) -> list[Any]:
     """Insert one row per position of the column arrays (in that order); returns the
-    ``returning`` column of the inserted rows, in insert order, when asked."""
+    ``returning`` column of the inserted rows (a tuple per row for several columns), in insert
+    order, when asked. With an ``on_conflict`` that skips rows, only the written ones come
+    back."""
     names = list(columns)
     count = _row_count(columns)
     if not names or count == 0:
@@ -58,10 +60,14 @@ def rows_insert(
         f"ORDER BY t.position {on_conflict}"
     )
     if returning:
-        sql += f" RETURNING {returning}"
+        several = not isinstance(returning, str)
+        sql += f" RETURNING {', '.join(returning) if several else returning}"
     with bound_cursor() as cursor:
         cursor.execute(sql, [_document(columns)])
-        return [row[0] for row in cursor.fetchall()] if returning else []
+        if not returning:
+            return []
+        rows = cursor.fetchall()
+        return [tuple(row) for row in rows] if several else [row[0] for row in rows]
 
 
 def rows_update(

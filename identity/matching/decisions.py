@@ -26,12 +26,23 @@ MAX_REASON_LENGTH = 2000
 REVIEWABLE = {MatchStatus.PENDING, MatchStatus.DROPPED}
 
 
-def _locked(candidate_id: int, reason: str) -> MatchCandidate:
+def _candidate(candidate_id: int, reason: str, *, lock: bool = False) -> MatchCandidate:
     if len(reason) > MAX_REASON_LENGTH:
         raise InvalidInput(f"reason is longer than {MAX_REASON_LENGTH} characters.", attr="reason")
-    candidate = MatchCandidate.objects.select_for_update().filter(pk=candidate_id).first()
+    rows = MatchCandidate.objects.filter(pk=candidate_id)
+    candidate = (rows.select_for_update() if lock else rows).first()
     if candidate is None:
         raise NotFound(f"No match candidate {candidate_id}.", code="match_candidate_not_found")
+    return candidate
+
+
+def _locked(candidate_id: int, reason: str) -> MatchCandidate:
+    """The candidate's row, locked, still open to a decision."""
+    return _reviewable(_candidate(candidate_id, reason, lock=True))
+
+
+def _reviewable(candidate: MatchCandidate) -> MatchCandidate:
+    candidate_id = candidate.pk
     if candidate.status not in REVIEWABLE:
         raise Conflict(
             f"Match candidate {candidate_id} is already {candidate.status}.",
@@ -42,8 +53,12 @@ def _locked(candidate_id: int, reason: str) -> MatchCandidate:
 
 @transaction.atomic
 def match_candidate_approve(*, candidate_id: int, actor: str, reason: str = "") -> MatchCandidate:
-    """Link the pair and merge its profiles (unless a merge rule refuses)."""
-    candidate = _locked(candidate_id, reason)
+    """Link the pair and merge its profiles (unless a merge rule refuses).
+
+    The link takes the profiles' locks first and the candidate's row after (a matcher pass
+    holds profile locks while it updates candidates: the other order could deadlock); a
+    decision made meanwhile is found on the locked row and rolls the link back."""
+    candidate = _reviewable(_candidate(candidate_id, reason))
     result = evidence_link(
         a_id=candidate.a_id,
         b_id=candidate.b_id,
@@ -52,6 +67,7 @@ def match_candidate_approve(*, candidate_id: int, actor: str, reason: str = "") 
         evidence=match_evidence(candidate.pk, candidate.comparison, decided_by=actor),
         actor=actor,
     )
+    candidate = _locked(candidate_id, reason)
     if result.edge_id is None:
         raise Conflict(
             "This pair already has probabilistic evidence (perhaps removed by an unmerge); "

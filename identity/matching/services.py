@@ -360,19 +360,25 @@ def _candidates_write(
             "decided_by": ("varchar[]", [""] * len(rows)),
             "reason": ("text[]", [""] * len(rows)),
         },
-        returning="id",
+        returning=("id", "a_id", "b_id"),
+        # A steward's decision stands unless the pair's data changed since (a decision made
+        # while this pass ran included: the row is skipped and not auto-merged).
         on_conflict=(
             "ON CONFLICT (a_id, b_id) DO UPDATE SET status = EXCLUDED.status, "
             "score = EXCLUDED.score, comparison = EXCLUDED.comparison, "
             "model_id = EXCLUDED.model_id, "
             "fingerprint = EXCLUDED.fingerprint, conflict = EXCLUDED.conflict, "
             "weak_bridge = EXCLUDED.weak_bridge, updated_at = EXCLUDED.updated_at, "
-            "decided_at = NULL, decided_by = '', reason = ''"
+            "decided_at = NULL, decided_by = '', reason = '' "
+            "WHERE identity_matchcandidate.status NOT IN ('approved', 'rejected') "
+            "OR identity_matchcandidate.fingerprint <> EXCLUDED.fingerprint"
         ),
     )
+    written = {(a, b): pk for pk, a, b in ids}
     return [
-        _Row(id=pk, a=r[0], b=r[1], status=r[2], score=r[3], comparison=r[4])
-        for pk, r in zip(ids, rows, strict=True)
+        _Row(id=written[(r[0], r[1])], a=r[0], b=r[1], status=r[2], score=r[3], comparison=r[4])
+        for r in rows
+        if (r[0], r[1]) in written
     ]
 
 

@@ -9,6 +9,8 @@ import pytest
 from django.db import connection
 
 from cdp.ingestion.services import source_create
+from identity.matching import services
+from identity.matching.decisions import match_candidate_reject
 from identity.matching.services import matching_full, matching_incremental
 from identity.models import Edge, EdgeRule, MatchCandidate, MatchStatus
 from tests.identity.resolving import ingest, message, pid, resolve, upsert
@@ -89,14 +91,6 @@ def test_thresholds_route_to_merge_review_and_drop(crm: int) -> None:
     assert before != jon
 
     report = matching_full()
-    for c in MatchCandidate.objects.all():
-        print(
-            c.status,
-            c.score,
-            c.conflict,
-            {k: (v["agrees"], v["weight"]) for k, v in c.comparison.items()},
-        )
-    print(report)
 
     assert external("crm", "w-9") == external("crm", "c-1") == jon  # auto-merged
     edge = Edge.objects.get(rule=EdgeRule.PROBABILISTIC)
@@ -113,7 +107,7 @@ def test_thresholds_route_to_merge_review_and_drop(crm: int) -> None:
 
 
 def test_approve_merges_with_evidence_and_reject_is_remembered_until_data_changes(
-    crm: int, api_client: Any
+    crm: int, api_client: Any, settings: Any
 ) -> None:
     upsert(crm, JON, NAMESAKE)
     resolve()
@@ -141,12 +135,14 @@ def test_approve_merges_with_evidence_and_reject_is_remembered_until_data_change
 
     upsert(crm, {**NAMESAKE, "birth_date": "1980-04-07", "street": "12 High Street"})
     resolve()
+    # Nothing auto-merges in this pass: the steward's approval is what links the pair.
+    settings.CDP_MATCHING = {**settings.CDP_MATCHING, "UPPER": 1.0, "BRIDGE_SCORE": 1.0}
     matching_incremental()  # the namesake changed: the pair is scored again
     pending.refresh_from_db()
-    assert pending.status != MatchStatus.REJECTED
-    if pending.status == MatchStatus.PENDING:
-        approved = writer.post(f"/v1/match-candidates/{pending.pk}/approve")
-        assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    assert pending.status == MatchStatus.PENDING
+    assert external("crm", "c-1") != external("crm", "c-2")
+    approved = writer.post(f"/v1/match-candidates/{pending.pk}/approve")
+    assert approved.status_code == 200 and approved.json()["status"] == "approved"
     assert external("crm", "c-1") == external("crm", "c-2")
     edge = Edge.objects.get(rule=EdgeRule.PROBABILISTIC)
     assert edge.applied and set(edge.evidence["weights"]) >= {"first_name", "street"}
@@ -219,3 +215,31 @@ def test_nothing_written_holds_a_plaintext_value(crm: int) -> None:
                 assert value.lower() not in text, name
     for word in ("jonathan", "smith", "garcia", "high st", "sw1a", "1980"):
         assert word not in text, word
+
+
+def test_a_pass_never_overwrites_a_stewards_decision_on_unchanged_data(
+    crm: int, monkeypatch: Any
+) -> None:
+    upsert(crm, JON, NAMESAKE)
+    resolve()
+    matching_full()
+    pending = candidate_between(external("crm", "c-1"), external("crm", "c-2"))
+    # The next pass read the pair as pending just before the steward rejected it.
+    read = services._known_candidates
+
+    def read_before_the_decision(*args: Any) -> dict[Any, Any]:
+        return {
+            pair: (MatchStatus.PENDING, *rest) if isinstance(rest, tuple) else value
+            for pair, value in read(*args).items()
+            for rest in [value[1:] if isinstance(value, tuple) else None]
+        }
+
+    monkeypatch.setattr(services, "_known_candidates", read_before_the_decision)
+    match_candidate_reject(candidate_id=pending.pk, actor="steward", reason="twins")
+    matching_full()
+    pending.refresh_from_db()
+    assert (pending.status, pending.decided_by, pending.reason) == (
+        MatchStatus.REJECTED,
+        "steward",
+        "twins",
+    )

@@ -96,40 +96,56 @@ _CONSENT_JOIN = """LEFT JOIN LATERAL (
 ) AS {alias} ON TRUE"""
 
 
+@dataclass(frozen=True)
+class _ConsentGate:
+    """``consent.selectors.allowed_q``'s rule for every purpose of ``served``, written per row
+    over ``m.profile_id`` (LATERAL joins, then tests): allowed when the state for the purpose is
+    ``granted``, or there is none and the purpose's default is."""
+
+    joins: str
+    join_params: list[Any]
+    tests: str
+    test_params: list[Any]
+
+    @classmethod
+    def of(cls, served: Served) -> _ConsentGate:
+        joins, tests = [], []
+        for index, purpose in enumerate(served.purposes):
+            alias = f"c{index}"
+            joins.append(_CONSENT_JOIN.format(alias=alias))
+            if purpose_get(purpose).allowed_by_default:
+                tests.append(f"AND ({alias}.status IS NULL OR {alias}.status = %s)")
+            else:
+                tests.append(f"AND {alias}.status = %s")
+        return cls(
+            joins="\n".join(joins),
+            join_params=list(served.purposes),
+            tests=" ".join(tests),
+            test_params=[GRANTED] * len(served.purposes),
+        )
+
+
 def members_page(
     served: Served, *, after: int | None, limit: int, as_of: datetime | None = None
 ) -> list[Member]:
     """Up to ``limit`` members of the served segment after profile id ``after``, by profile id:
     its open stays (with ``as_of``: the stays open at that instant, entered at or before it and
     not exited by then) of current profiles allowed now for every purpose of ``served``
-    (``segments.activation.serving``). One query, its cost independent of the page's depth.
-
-    The consent test is ``consent.selectors.allowed_q``'s rule, written per row: allowed when
-    the state for the purpose is ``granted``, or there is none and the purpose's default is."""
-    joins, tests, join_params, test_params = [], [], [], []
-    for index, purpose in enumerate(served.purposes):
-        alias = f"c{index}"
-        joins.append(_CONSENT_JOIN.format(alias=alias))
-        join_params.append(purpose)
-        if purpose_get(purpose).allowed_by_default:
-            tests.append(f"AND ({alias}.status IS NULL OR {alias}.status = %s)")
-        else:
-            tests.append(f"AND {alias}.status = %s")
-        test_params.append(GRANTED)
+    (``segments.activation.serving``, ``_ConsentGate``). One query, its cost independent of the
+    page's depth."""
+    gate = _ConsentGate.of(served)
     if as_of is None:
         stays, stay_params = "m.exited_at IS NULL", []
     else:
         stays = "m.entered_at <= %s AND (m.exited_at IS NULL OR m.exited_at > %s)"
         stay_params = [as_of, as_of]
-    sql = _MEMBERS.format(
-        consent_joins="\n".join(joins), stays=stays, consent_tests=" ".join(tests)
-    )
+    sql = _MEMBERS.format(consent_joins=gate.joins, stays=stays, consent_tests=gate.tests)
     params: list[Any] = [
-        *join_params,
+        *gate.join_params,
         served.segment.pk,
         *stay_params,
         after or 0,
-        *test_params,
+        *gate.test_params,
         limit,
     ]
     with connection.cursor() as cursor:
@@ -209,18 +225,27 @@ class Change:
         return (self.at, self.membership_id, self.change)
 
 
-_CHANGES = """
-SELECT c.at, c.id, c.change, c.profile_id, c.exit_reason FROM (
-    SELECT id, profile_id, entered_at AS at, 'entered' AS change, '' AS exit_reason
-    FROM segments_membership WHERE segment_id = %s AND entered_at > %s
-    UNION ALL
-    SELECT id, profile_id, exited_at, 'exited', exit_reason
-    FROM segments_membership WHERE segment_id = %s AND exited_at > %s
-) AS c
-WHERE {allowed} AND (c.at, c.id, c.change) > (%s, %s, %s)
-ORDER BY c.at, c.id, c.change
-LIMIT %s
-"""
+# Each branch walks its index (segment, entered_at | exited_at, id) from the position on,
+# consent looked up per row, and stops at the page size; the two short lists are then merged.
+# The position is one ``>=`` row comparison (an index bound whose estimate, taken from its first
+# column, stays "many rows" even among ties) and the excluded stay id, not a strict row
+# comparison: the planner estimates that one as "no rows" within a tie and sorts the segment.
+_CHANGES_BRANCH = """(
+    SELECT m.{column} AS at, m.id, '{change}'::text AS change, m.profile_id,
+           {reason} AS exit_reason
+    FROM segments_membership AS m
+    {consent_joins}
+    WHERE m.segment_id = %s AND m.{column} > %s AND (m.{column}, m.id) >= (%s, %s)
+      AND m.id <> %s {consent_tests}
+    ORDER BY m.{column}, m.id
+    LIMIT %s
+)"""
+# Position (at, stay, change): a branch's own row at (at, stay) comes after it only when its
+# change sorts after the position's ("" < "entered" < "exited").
+_BRANCHES = (
+    ("entered_at", ENTERED, "''::text"),
+    ("exited_at", EXITED, "m.exit_reason"),
+)
 
 
 def segment_changes(
@@ -232,26 +257,30 @@ def segment_changes(
 ) -> list[Change]:
     """Entries and exits after ``since``, oldest first (time, then stay id, entered before
     exited), from just after the position ``after`` when given; people allowed now for every
-    purpose of ``served`` only. One query (the ``membership_entered`` / ``membership_exited``
-    indexes)."""
-    gates = [allowed_sql(purpose, profile_column="c.profile_id") for purpose in served.purposes]
-    allowed = " AND ".join(sql for sql, _ in gates) or "TRUE"
-    allowed_params = [param for _, params in gates for param in params]
-    segment_id = served.segment.pk
-    after_at, after_id, after_change = after or (since, 0, "")
-    params: list[Any] = [
-        segment_id,
-        since,
-        segment_id,
-        since,
-        *allowed_params,
-        after_at,
-        after_id,
-        after_change,
-        limit,
-    ]
+    purpose of ``served`` only. One query: two index range scans of at most ``limit`` rows
+    (``membership_entered`` / ``membership_exited``), however deep the page."""
+    gate = _ConsentGate.of(served)
+    at, stay_id, change = after or (since, 0, "")
+    branches, params = [], []
+    for column, name, reason in _BRANCHES:
+        branches.append(
+            _CHANGES_BRANCH.format(
+                column=column,
+                change=name,
+                reason=reason,
+                consent_joins=gate.joins,
+                consent_tests=gate.tests,
+            )
+        )
+        excluded = stay_id if name <= change else 0
+        params += [*gate.join_params, served.segment.pk, since, at, stay_id, excluded]
+        params += [*gate.test_params, limit]
+    sql = (
+        "SELECT c.at, c.id, c.change, c.profile_id, c.exit_reason FROM ("  # noqa: S608
+        f"{branches[0]} UNION ALL {branches[1]}) AS c ORDER BY c.at, c.id, c.change LIMIT %s"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(_CHANGES.format(allowed=allowed), params)
+        cursor.execute(sql, [*params, limit])
         return [Change(*row) for row in cursor.fetchall()]
 
 

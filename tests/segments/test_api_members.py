@@ -369,3 +369,32 @@ def test_members_refuse_a_cursor_they_did_not_issue(reader: APIClient, ids: list
         if expected == 400:
             assert response.json()["code"] == "invalid_cursor"
     assert reader.get(url, {"limit": 0}).json()["attr"] == "limit"
+
+
+def test_changes_page_through_ties_one_at_a_time(reader: APIClient, ids: list[int]) -> None:
+    """A full recompute enters everyone at one instant; a stay may even end at that instant."""
+    segment = segment_with([])
+    stays = Membership.objects.bulk_create(
+        [
+            Membership(segment=segment, profile_id=ids[0], entered_at=T0, exited_at=T0),
+            Membership(segment=segment, profile_id=ids[1], entered_at=T0),
+            Membership(segment=segment, profile_id=ids[2], entered_at=T0, exited_at=T0),
+            Membership(segment=segment, profile_id=ids[3], entered_at=T0),
+        ]
+    )
+    Segment.objects.filter(pk=segment.pk).update(too_small=False)
+    url = f"/v1/segments/{segment.pk}/changes"
+    page = reader.get(url, {"since": (T0 - timedelta(days=1)).isoformat(), "limit": 1}).json()
+    seen = []
+    while True:
+        seen += [(row["change"], row["profile_id"]) for row in page["results"]]
+        if not page["next"]:
+            break
+        page = reader.get(page["next"]).json()
+    by_stay = sorted(stays, key=lambda stay: stay.pk)
+    expected = []
+    for stay in by_stay:
+        expected.append(("entered", stay.profile_id))
+        if stay.exited_at is not None:
+            expected.append(("exited", stay.profile_id))
+    assert seen == expected

@@ -187,9 +187,10 @@ class MembersEnvelopeSerializer(serializers.Serializer):
     as_of = serializers.DateTimeField(allow_null=True)
 
 
+# The page as documented; the view shapes ``results`` itself (``member_rows``): a page of 1,000
+# through field-by-field serialization costs more than its query.
 class MembersPageSerializer(MembersEnvelopeSerializer):
-    """The page as documented; the view shapes ``results`` itself (``member_rows``): a page of
-    1,000 through field-by-field serialization costs more than its query."""
+    """One page of members, by profile id."""
 
     results = MemberOutputSerializer(many=True)
 

@@ -292,6 +292,8 @@ def _record_locked(
     if not Identifier.objects.filter(pk=identifier_id).exists():
         raise NotFound(f"No identifier {identifier_id}.", code="identifier_not_found")
     locked = components_lock([identifier_id])
+    if identifier_id not in locked.profile_of:  # erased since the check above
+        raise NotFound(f"No identifier {identifier_id}.", code="identifier_not_found")
     profile_id = locked.profile_of.get(identifier_id)
     entries = consent_entries_append([(identifier_id, choice) for choice in choices], actor=actor)
     if profile_id is not None:

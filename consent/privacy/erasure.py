@@ -89,7 +89,7 @@ def erasures_run(
         raise
     except Exception as exc:
         if len(claimed_ids) == 1:
-            logger.exception("erasure request %s failed", claimed_ids[0])
+            logger.error("erasure request %s failed (%s)", claimed_ids[0], type(exc).__name__)
             privacy_requests_fail(ids=claimed_ids, error=exc, actor=ERASURE_ACTOR)
             return []
         logger.warning("erasure batch of %d failed (%s)", len(claimed_ids), type(exc).__name__)
@@ -105,7 +105,8 @@ def _erase_alone(request_id: uuid.UUID) -> list[uuid.UUID]:
     try:
         return _erase([request_id])
     except Exception as exc:
-        logger.exception("erasure request %s failed", request_id)
+        # The class only: a database error's message can quote values of the row.
+        logger.error("erasure request %s failed (%s)", request_id, type(exc).__name__)
         privacy_requests_fail(ids=[request_id], error=exc, actor=ERASURE_ACTOR)
         if isinstance(exc, TRANSIENT):
             raise

@@ -34,7 +34,7 @@ from cdp.ingestion.models import Record, Source
 from cdp.ops.bulk import bound_cursor, rows_insert
 from consent.models import PrivacyRequest, PrivacyRequestKind, Suppression
 from identity.kinds import IdentifierKind, split_external
-from identity.merging import components_lock
+from identity.merging import LockRace, components_lock
 from identity.models import Edge, Identifier, Profile
 
 # (model label, field name): references kept, set to NULL (another person's row).
@@ -183,8 +183,13 @@ JOIN ingestion_record r ON r.source_id = t.source_id AND r.external_id = t.exter
 ORDER BY r.id
 FOR UPDATE OF r SKIP LOCKED
 """
+_RECORDS_COUNT = """
+SELECT count(*)
+FROM jsonb_to_recordset(%s::jsonb) AS t(identifier_id bigint, source_id bigint, external_id text)
+JOIN ingestion_record r ON r.source_id = t.source_id AND r.external_id = t.external_id
+"""
 _EDGES = """
-SELECT id, a_id, b_id, record_id FROM identity_edge
+SELECT id, a_id, b_id, record_id, rule FROM identity_edge
 WHERE a_id = ANY(%(ids)s::bigint[]) OR b_id = ANY(%(ids)s::bigint[])
 """
 
@@ -204,12 +209,24 @@ def _edges_and_records(scope: Scope) -> None:
             )
     with bound_cursor() as cursor:
         if wanted:
-            cursor.execute(_RECORDS, [orjson.dumps(wanted).decode()])
+            document = orjson.dumps(wanted).decode()
+            cursor.execute(_RECORDS, [document])
             scope.records = {rid: scope.owner[iid] for rid, iid in cursor.fetchall()}
+            cursor.execute(_RECORDS_COUNT, [document])
+            (total,) = cursor.fetchone() or (0,)
+            if total > len(scope.records):
+                # Skipped: an upsert or a resolver batch holds one. Erasing without it would
+                # leave the record (and its external id) behind: retry the batch instead.
+                raise LockRace("a CRM record of the person is locked by another transaction")
         cursor.execute(_EDGES, {"ids": sorted(scope.owner)})
-        for edge_id, a_id, b_id, _record_id in cursor.fetchall():
+        for edge_id, a_id, b_id, _record_id, rule in cursor.fetchall():
             scope.edges.append(edge_id)
-            scope.counts[scope.owner.get(a_id) or scope.owner[b_id]]["edges"] += 1
+            owner = scope.owner.get(a_id) or scope.owner[b_id]
+            scope.counts[owner]["edges"] += 1
+            if rule == "probabilistic":
+                # A person joined only by a probabilistic match is erased with the subject: the
+                # summary says how many such links the erasure followed.
+                scope.counts[owner]["probabilistic_edges"] += 1
 
 
 # --- the work ---------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ def model_from_json(raw: dict[str, Any]) -> Model:
     )
 
 
+ECM_FIT_MAX_PAIRS = 200_000
+
+
 def informative(features: pd.DataFrame) -> list[str]:
     """Features with both outcomes present among the pairs (ECM cannot fit the others)."""
     out = []
@@ -85,9 +88,16 @@ def informative(features: pd.DataFrame) -> list[str]:
     return out
 
 
-def ecm_fit(features: pd.DataFrame, *, max_iter: int = 100) -> Model:
+def ecm_fit(
+    features: pd.DataFrame, *, max_iter: int = 100, max_pairs: int = ECM_FIT_MAX_PAIRS
+) -> Model:
     """Fellegi-Sunter m / u probabilities by ECM over the pairs (missing counted as disagreement
-    for fitting only: its weight when scoring is 0)."""
+    for fitting only: its weight when scoring is 0). Past ``max_pairs`` the fit runs on a fixed
+    random sample of them: the probabilities of a dozen binary features are estimated as well
+    from 200,000 pairs as from millions, and recordlinkage's ECM costs time and memory in
+    proportion to the pairs it is given."""
+    if len(features) > max_pairs:
+        features = features.sample(n=max_pairs, random_state=0)
     names = informative(features)
     if not names or len(features) < 2:
         return Model(kind=ECM)

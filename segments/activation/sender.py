@@ -19,13 +19,14 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from segments.activation.addresses import (
@@ -67,7 +68,8 @@ def webhook_deliveries_claim(*, now: datetime, limit: int) -> list[WebhookDelive
     config = activation_config()
     due = list(
         WebhookDelivery.objects.filter(
-            Q(status=DeliveryStatus.PENDING) | Q(status=DeliveryStatus.FAILED),
+            # IN (...), as in the partial index's predicate, so the index serves the claim.
+            status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED],
             next_attempt_at__lte=now,
         )
         .order_by("next_attempt_at", "pk")
@@ -163,19 +165,60 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 
-@transaction.atomic
-def delivery_record(
-    *, delivery_id: int, attempt: Attempt, now: datetime, rng: random.Random | None = None
-) -> WebhookDelivery | None:
-    """Write one attempt's outcome (None when the row is gone or was ended meanwhile)."""
+_RECORD = """
+UPDATE segments_webhookdelivery AS d
+SET attempt_log = d.attempt_log || jsonb_build_array(u.entry),
+    last_status_code = u.status_code,
+    last_error = u.error,
+    status = u.status,
+    delivered_at = u.delivered_at,
+    next_attempt_at = u.next_attempt_at
+FROM unnest(%s::bigint[], %s::text[]::jsonb[], %s::integer[], %s::text[], %s::text[],
+            %s::timestamptz[], %s::timestamptz[])
+     AS u(id, entry, status_code, error, status, delivered_at, next_attempt_at)
+WHERE d.id = u.id AND d.status IN ('pending', 'failed')
+"""
+
+
+def deliveries_record(
+    *,
+    outcomes: Sequence[tuple[WebhookDelivery, Attempt]],
+    now: datetime,
+    rng: random.Random | None = None,
+) -> int:
+    """Write a batch of claimed deliveries' attempts in one UPDATE; rows ended meanwhile (their
+    webhook was deleted) are left as they are. Returns how many rows were written."""
+    if not outcomes:
+        return 0
     config = activation_config()
-    delivery = (
-        WebhookDelivery.objects.select_for_update()
-        .filter(pk=delivery_id, status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED])
-        .first()
-    )
-    if delivery is None:
-        return None
+    rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
+    for delivery, attempt in outcomes:
+        _apply(delivery, attempt, now=now, config=config, rng=rng)
+    rows = [delivery for delivery, _ in outcomes]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD,
+            [
+                [d.pk for d in rows],
+                [orjson.dumps(d.attempt_log[-1]).decode() for d in rows],
+                [d.last_status_code for d in rows],
+                [d.last_error for d in rows],
+                [d.status for d in rows],
+                [d.delivered_at for d in rows],
+                [d.next_attempt_at for d in rows],
+            ],
+        )
+        return int(cursor.rowcount)
+
+
+def _apply(
+    delivery: WebhookDelivery,
+    attempt: Attempt,
+    *,
+    now: datetime,
+    config: ActivationConfig,
+    rng: random.Random,
+) -> None:
     delivery.attempt_log = [
         *delivery.attempt_log,
         {
@@ -197,22 +240,7 @@ def delivery_record(
         delivery.next_attempt_at = None
     else:
         delivery.status = DeliveryStatus.FAILED
-        delivery.next_attempt_at = now + retry_delay(
-            delivery.attempts,
-            config=config,
-            rng=rng or random.Random(),  # noqa: S311
-        )
-    delivery.save(
-        update_fields=[
-            "attempt_log",
-            "last_status_code",
-            "last_error",
-            "status",
-            "delivered_at",
-            "next_attempt_at",
-        ]
-    )
-    return delivery
+        delivery.next_attempt_at = now + retry_delay(delivery.attempts, config=config, rng=rng)
 
 
 def webhook_deliveries_send(
@@ -244,9 +272,12 @@ def webhook_deliveries_send(
                 for delivery in claimed
             ]
             outcomes = [future.result() for future in futures]
+            deliveries_record(
+                outcomes=list(zip(claimed, outcomes, strict=True)),
+                now=now or timezone.now(),
+            )
+            attempts += len(claimed)
             for delivery, attempt in zip(claimed, outcomes, strict=True):
-                delivery_record(delivery_id=delivery.pk, attempt=attempt, now=now or timezone.now())
-                attempts += 1
                 if not attempt.succeeded:
                     logger.info(
                         "webhook delivery %s attempt %s failed: %s",

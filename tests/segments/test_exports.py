@@ -135,6 +135,33 @@ def test_a_channel_export_leaves_out_opted_out_addresses(
     assert traits[people["bob"]]["email"] is None and traits[people["ada"]]["email"] == ADA
 
 
+def test_only_current_stays_are_exported(people: dict[str, int], api_client: Client) -> None:
+    from segments.models import Membership
+
+    segment = segment_with_members("all", list(people.values()))
+    Membership.objects.filter(segment=segment, profile_id=people["cy"]).update(
+        exited_at=T0 + timedelta(days=1), exit_reason=Membership.ExitReason.RULE
+    )
+    rows = _jsonl(_content(_export(api_client("segments:read"), segment, format="jsonl")))
+    assert {row["profile_id"] for row in rows} == {people["ada"], people["bob"]}
+
+
+def test_a_job_applies_consent_as_it_stands_when_it_runs(
+    people: dict[str, int],
+    api_client: Client,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    activation_settings(settings, EXPORT_SYNC_MAX_ROWS=0)
+    segment = segment_with_members("all", list(people.values()), purpose="analytics")
+    client = api_client("segments:read")
+    export_id = _job(client, segment, django_capture_on_commit_callbacks, format="jsonl")
+    consent_set("user_id", "ada", "analytics", "withdrawn")  # after the request, before the run
+    segment_export_run(export_id)
+    rows = _jsonl(_content(client.get(f"/v1/segments/exports/{export_id}/download")))
+    assert {row["profile_id"] for row in rows} == {people["bob"], people["cy"]}
+
+
 # --- PII ------------------------------------------------------------------------------------------
 def test_pii_is_revealed_with_pii_read_and_audited(
     people: dict[str, int], api_client: Client

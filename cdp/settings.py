@@ -381,9 +381,8 @@ CDP_SEGMENTS: dict[str, Any] = {
     "FULL_PERIOD_SECONDS": env_int("CDP_SEGMENTS_FULL_PERIOD_SECONDS", 3600),
     # RFM quintiles over all profiles with orders.
     "RFM_PERIOD_SECONDS": env_int("CDP_SEGMENTS_RFM_PERIOD_SECONDS", 3600),
-    # Changed profiles per incremental transaction; profiles per metrics rebuild statement.
+    # Changed profiles per incremental batch.
     "INCREMENTAL_BATCH_SIZE": env_int("CDP_SEGMENTS_INCREMENTAL_BATCH_SIZE", 5000),
-    "METRICS_BATCH_SIZE": env_int("CDP_SEGMENTS_METRICS_BATCH_SIZE", 50000),
     # Enqueue an incremental run after each resolver batch that marked profiles (debounced).
     "ENQUEUE_ON_RESOLVE": env_bool("CDP_SEGMENTS_ENQUEUE_ON_RESOLVE", True),
     # The Celery queue of recompute runs ("": the default queue).

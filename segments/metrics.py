@@ -8,7 +8,7 @@ SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per batch of profiles); a profil
 (or gone) loses its row, a current profile without events gets zeros.
 
 - ``metrics_refresh``: the profiles of one batch (the incremental run, after resolution);
-- ``metrics_rebuild``: every profile (a repair, or after loading data in bulk);
+- ``metrics_rebuild``: every profile, in one pass (a repair, or after loading data in bulk);
 - ``metrics_rfm_recompute``: the RFM quintile scores over every profile with orders.
 
 Settings: ``CDP_SEGMENTS["REVENUE_PROPERTY"]`` (a numeric property of the order events; other
@@ -30,6 +30,8 @@ from django.utils import timezone
 # Larger revenue values of one event are ignored: total_spend is numeric(18, 4), and one bad
 # event must not make every refresh of its profile fail.
 MAX_REVENUE = Decimal("1e12")
+# work_mem of the full rebuild's one statement (one sort / hash of every profile's events).
+REBUILD_WORK_MEM = "256MB"
 
 # The aggregates of the events of the profiles in ``scope`` (the CTE before it: live profile
 # ids), then one row per profile. Parameters (named): orders, revenue, max_revenue, now.
@@ -89,11 +91,8 @@ WITH scope AS (
     WHERE p.id = ANY(%(ids)s::bigint[]) AND p.merged_into_id IS NULL
 )
 """
-_RANGE_SCOPE = """
-WITH scope AS (
-    SELECT p.id FROM identity_profile p
-    WHERE p.id >= %(low)s AND p.id < %(high)s AND p.merged_into_id IS NULL
-)
+_ALL_SCOPE = """
+WITH scope AS (SELECT p.id FROM identity_profile p WHERE p.merged_into_id IS NULL)
 """
 
 # RFM scores by rank, ties sharing a score: 1 + floor(5 * (rank - 1) / n). NTILE(5) would split
@@ -147,6 +146,7 @@ def metrics_refresh(*, profile_ids: Sequence[int], now: datetime | None = None) 
         return result
     params = {**_params(now or timezone.now()), "ids": ids}
     with connection.cursor() as cursor:
+        jit_off(cursor)
         cursor.execute(_BATCH_SCOPE + _UPSERT, params)
         result.upserted = cursor.rowcount
         cursor.execute(
@@ -162,29 +162,34 @@ def metrics_refresh(*, profile_ids: Sequence[int], now: datetime | None = None) 
     return result
 
 
-def metrics_rebuild(*, batch_size: int | None = None, now: datetime | None = None) -> MetricsResult:
-    """Recount every profile's computed traits, one transaction per range of ``batch_size``
-    profile ids (restartable: a range is complete once committed), then drop the rows of
-    profiles merged away since."""
-    size = batch_size or settings.CDP_SEGMENTS["METRICS_BATCH_SIZE"]
-    params = _params(now or timezone.now())
+@transaction.atomic
+def metrics_rebuild(*, now: datetime | None = None) -> MetricsResult:
+    """Recount every profile's computed traits in one statement (one pass over the events:
+    a statement per range of profiles would read every event once per range), then drop the
+    rows of profiles merged away. One transaction: incremental refreshes of the same rows wait
+    for it."""
     result = MetricsResult()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM identity_profile")
-        low, high = cursor.fetchone()
-    for start in range(low, high + 1, size):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_RANGE_SCOPE + _UPSERT, {**params, "low": start, "high": start + size})
-            result.upserted += cursor.rowcount
-    with transaction.atomic(), connection.cursor() as cursor:
+        jit_off(cursor)
+        # Grouping every (profile, event name) in memory instead of spilling to disk.
+        cursor.execute(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'")
+        cursor.execute(_ALL_SCOPE + _UPSERT, _params(now or timezone.now()))
+        result.upserted = cursor.rowcount
         cursor.execute(
             """
-            DELETE FROM segments_profilemetrics m USING identity_profile p
-            WHERE p.id = m.profile_id AND p.merged_into_id IS NOT NULL
+            DELETE FROM segments_profilemetrics m
+            WHERE NOT EXISTS (SELECT 1 FROM identity_profile p
+                              WHERE p.id = m.profile_id AND p.merged_into_id IS NULL)
             """
         )
         result.deleted = cursor.rowcount
     return result
+
+
+def jit_off(cursor: Any) -> None:
+    """For the rest of the transaction: these statements are planned with estimates far off
+    (a CTE of ids, grouped events), and JIT compiling them cost seconds for nothing."""
+    cursor.execute("SET LOCAL jit = off")
 
 
 @transaction.atomic
@@ -193,6 +198,7 @@ def metrics_rfm_recompute() -> int:
     1..5 over every profile with orders, in one statement; profiles without orders get NULLs.
     Returns the number of rows changed."""
     with connection.cursor() as cursor:
+        jit_off(cursor)
         cursor.execute(_RFM)
         changed = cursor.rowcount
         cursor.execute(_RFM_CLEAR)

@@ -24,7 +24,7 @@ from segments.activation.tasks import (  # noqa: F401 (registered by import)
 )
 from segments.metrics import metrics_rebuild, metrics_rfm_recompute
 from segments.models import Segment
-from segments.services.incremental import Position, segments_refresh_changed
+from segments.services.incremental import Position, changes_pending, segments_refresh_changed
 from segments.services.locks import incremental_lock_release, incremental_lock_try
 from segments.services.recompute import (
     RecomputeOutcome,
@@ -66,6 +66,9 @@ def segments_refresh_changed_run() -> dict[str, int]:
             segments_refresh_schedule()
     finally:
         incremental_lock_release()
+    if not totals["deferred"] and changes_pending():
+        # Marked after the last read, while the enqueue of its run found this one working.
+        segments_refresh_schedule()
     return totals
 
 

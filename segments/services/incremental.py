@@ -95,6 +95,12 @@ def segments_refresh_changed(
     return result
 
 
+def changes_pending() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM identity_profilechange)")
+        return bool(cursor.fetchone()[0])
+
+
 def _changes_read(*, batch_size: int, after: Position | None) -> list[Position]:
     where, params = "", list[Any]()
     if after is not None:

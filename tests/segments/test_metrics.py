@@ -140,7 +140,7 @@ def test_rebuild_equals_refresh_and_drops_merged_profiles(web: int) -> None:
     refreshed = {i: _row(i) for i in live}
     ProfileMetrics.objects.filter(profile_id__in=live).update(total_spend=0, event_counts={})
 
-    result = metrics_rebuild(batch_size=2)  # several ranges
+    result = metrics_rebuild()
 
     assert {i: _row(i) for i in live} == refreshed
     assert result.deleted == 1

@@ -10,8 +10,7 @@ Trait values of PII traits are decrypted only when the caller may reveal them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -327,12 +326,13 @@ def segment_preview(doc: object, *, purpose: str | None, now: datetime) -> Previ
     inner = f"SELECT m.profile_id FROM ({sql}) AS m WHERE {where}"  # noqa: S608 (compiled)
     args: list[Any] = [*params, *where_params]
     budget = int(settings.CDP_SEGMENTS["PREVIEW_BUDGET_MS"])
-    with statement_timeout(budget) as cursor:
-        rows = _within_budget(
+    with transaction.atomic(), connection.cursor() as cursor:
+        rows = rows_within(
             cursor,
             f"SELECT profile_id, count(*) OVER () FROM ({inner}) AS s "  # noqa: S608
             f"ORDER BY random() LIMIT {PREVIEW_SAMPLE_SIZE}",
             args,
+            milliseconds=budget,
         )
         if rows is not None:
             return Preview(
@@ -343,32 +343,30 @@ def segment_preview(doc: object, *, purpose: str | None, now: datetime) -> Previ
         if isinstance(plan, str | bytes):
             plan = orjson.loads(plan)
         estimate = int(plan[0]["Plan"]["Plan Rows"])
-        sample = _within_budget(cursor, f"{inner} LIMIT {PREVIEW_SAMPLE_SIZE}", args) or []
-        return Preview(size=estimate, method=PLANNER_ESTIMATE, sample=[row[0] for row in sample])
+        sample = rows_within(
+            cursor, f"{inner} LIMIT {PREVIEW_SAMPLE_SIZE}", args, milliseconds=budget
+        )
+        return Preview(
+            size=estimate, method=PLANNER_ESTIMATE, sample=[row[0] for row in sample or []]
+        )
 
 
-@contextmanager
-def statement_timeout(milliseconds: int) -> Iterator[Any]:
-    """A cursor in a transaction whose statements are cancelled after ``milliseconds``; the
-    previous timeout is restored on the way out: the block may be a savepoint of a longer
-    transaction, which a ``SET LOCAL`` alone would outlive (on an error, rolling the savepoint
-    back undoes it)."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('statement_timeout')")
-        (previous,) = cursor.fetchone()
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(milliseconds)])
-        yield cursor
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-
-
-def _within_budget(cursor: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]] | None:
-    """The rows, or None when the statement timeout cancelled the query (its savepoint rolled
-    back, so the transaction goes on)."""
+def rows_within(
+    cursor: Any, sql: str, params: list[Any], *, milliseconds: int
+) -> list[tuple[Any, ...]] | None:
+    """The query's rows, or None when it ran longer than ``milliseconds`` and was cancelled.
+    It runs in a savepoint that is rolled back either way (the query only reads): that also
+    undoes its ``SET LOCAL statement_timeout``, so no later statement of the transaction runs
+    under the budget. Call it inside a transaction."""
+    savepoint = transaction.savepoint()
     try:
-        with transaction.atomic():
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(milliseconds)])
+        cursor.execute(sql, params)
+        rows = list(cursor.fetchall())
     except OperationalError as exc:
+        transaction.savepoint_rollback(savepoint)
         if isinstance(exc.__cause__, pg_errors.QueryCanceled):
             return None
         raise
+    transaction.savepoint_rollback(savepoint)
+    return rows

@@ -14,14 +14,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection, transaction
+from rest_framework import status
 from scipy.stats import chi2_contingency, fisher_exact
 
+from cdp.api.errors import ApplicationError
 from cdp.ingestion.models import Event
 from identity.models import Identifier, Profile
 from segments.models import Membership
-from segments.selectors import statement_timeout
+from segments.selectors import rows_within
 
 MIN_EXPECTED = 5
+
+
+class StatsTimeout(ApplicationError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "stats_timeout"
+
 
 _TABLE = f"""
 SELECT
@@ -85,9 +94,19 @@ def segment_event_stats(
     """The segment's current members against the rest, by whether they did ``event`` in
     ``[now - window, now)``. One query for the counts (under ``STATS_TIMEOUT_MS``)."""
     since = now - window
-    with statement_timeout(int(settings.CDP_SEGMENTS["STATS_TIMEOUT_MS"])) as cursor:
-        cursor.execute(_TABLE, [segment_id, event, since, now])
-        member_did, member_not, rest_did, rest_not = cursor.fetchone()
+    with transaction.atomic(), connection.cursor() as cursor:
+        rows = rows_within(
+            cursor,
+            _TABLE,
+            [segment_id, event, since, now],
+            milliseconds=int(settings.CDP_SEGMENTS["STATS_TIMEOUT_MS"]),
+        )
+    if rows is None:
+        raise StatsTimeout(
+            "Counting took longer than CDP_SEGMENTS_STATS_TIMEOUT_MS; try a shorter window.",
+            code="stats_timeout",
+        )
+    ((member_did, member_not, rest_did, rest_not),) = rows
     members, rest = Group(member_did, member_not), Group(rest_did, rest_not)
     test, note = chi_square(members, rest)
     return EventStats(

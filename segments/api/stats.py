@@ -40,6 +40,10 @@ class SegmentStatsView(APIView):
         responses={
             200: s.StatsOutputSerializer,
             409: OpenApiResponse(description="segment_too_small"),
+            503: OpenApiResponse(
+                description="stats_timeout: counting took longer than "
+                "CDP_SEGMENTS_STATS_TIMEOUT_MS (default 30 s)."
+            ),
             **ERRORS,
         },
     )

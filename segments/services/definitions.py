@@ -18,10 +18,12 @@ from cdp.api.errors import Conflict, InvalidInput, NotFound
 from segments.dsl import Definition, DefinitionError, definition_parse
 from segments.models import NAME_MAX_LENGTH, Membership, Segment, SegmentVersion
 from segments.selectors import purpose_check, segment_is_live
+from segments.services.memberships import stays_close
 
 # Sentinel for "not given" in updates (None is a value: no fallback).
 UNSET: Any = object()
 DELETED_NAME_PREFIX = "[deleted {id}] "
+NAME_CONSTRAINT = "segments_segment_name_key"  # unique=True's index, named by PostgreSQL
 
 
 def segment_create(
@@ -133,9 +135,8 @@ def segment_delete(*, segment_id: int, actor: str, now: datetime | None = None) 
         segment.updated_at = now
         segment.name = (DELETED_NAME_PREFIX.format(id=segment.pk) + segment.name)[:NAME_MAX_LENGTH]
         segment.save(update_fields=["deleted_at", "updated_at", "name"])
-        Membership.objects.filter(segment_id=segment.pk, exited_at__isnull=True).update(
-            exited_at=now, exit_reason=Membership.ExitReason.DELETED
-        )
+        stays_close(segment_id=segment.pk, reason=Membership.ExitReason.DELETED, now=now)
+        Segment.objects.filter(pk=segment.pk).update(member_count=0, too_small=True)
     return segment
 
 
@@ -223,7 +224,10 @@ def _save_unique(segment: Segment) -> None:
     try:
         with transaction.atomic():
             segment.save()
-    except IntegrityError:
+    except IntegrityError as exc:
+        constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", "") or ""
+        if constraint != NAME_CONSTRAINT:
+            raise
         raise _name_taken() from None
 
 

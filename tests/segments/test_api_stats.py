@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 from scipy.stats import chi2_contingency, fisher_exact
@@ -135,3 +136,23 @@ def test_chi_square_against_scipy_on_tables() -> None:
         assert result.p_value == pytest.approx(expected.pvalue)
         assert result.statistic == pytest.approx(expected.statistic)
         assert (note is not None) == (expected.expected_freq.min() < 5)
+
+
+def test_counting_past_the_timeout_answers_503(
+    reader: APIClient, source: SourceWithKey, settings: Any
+) -> None:
+    ids = people_ingest(source.source.pk, 2)
+    segment = segment_with(ids, min_size=1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO identity_profile (created_at, updated_at, event_count, traits) "
+            "SELECT now(), now(), 0, '{}'::jsonb FROM generate_series(1, 200000)"
+        )
+    settings.CDP_SEGMENTS = {**settings.CDP_SEGMENTS, "STATS_TIMEOUT_MS": 1}
+    response = stats(reader, segment)
+    assert response.status_code == 503
+    assert response.json()["code"] == "stats_timeout"
+    # The timeout ended with the statement: the connection reads on normally.
+    assert Segment.objects.filter(pk=segment.pk).exists()
+    settings.CDP_SEGMENTS = {**settings.CDP_SEGMENTS, "STATS_TIMEOUT_MS": 30000}
+    assert stats(reader, segment).json()["rest"]["total"] == 200_000

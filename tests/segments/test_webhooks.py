@@ -85,6 +85,19 @@ def test_a_signature_verifies_and_a_tampered_body_fails() -> None:
     assert not signature_verify(secret="whsec_k", header="v1=abc", body=body, now=now)
 
 
+def test_the_documented_signature_example_holds() -> None:
+    """docs/segments.md shows this request: a receiver checking its code against it gets the
+    same hex digest (HMAC-SHA256 of "<t>.<body>" keyed with the secret)."""
+    body = (
+        b'{"id":1234,"event":"segment.entered","segment":{"id":7,"name":"VIP"},'
+        b'"profile_id":42,"occurred_at":"2026-03-01T12:00:00+00:00"}'
+    )
+    header = signature_header(secret="whsec_test", timestamp=1767225600, body=body)
+    assert header == (
+        "t=1767225600,v1=ec37e110f0d670739f52675e4c70cdc8486a51a83d2d3ea03066884d67694fb7"
+    )
+
+
 # --- enqueue ------------------------------------------------------------------------------------
 def test_enqueue_writes_one_delivery_per_webhook_and_profile(
     people: dict[str, int], segment: Segment

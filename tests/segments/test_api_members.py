@@ -14,8 +14,10 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from cdp.audit.models import AuditAction, AuditEntry
+from cdp.celery import app as celery_app
 from cdp.crypto.key_cache import data_key_cache
 from cdp.ingestion.services import SourceWithKey
+from cdp.jobs.models import JobRun, JobStatus
 from identity.models import Profile
 from segments.models import Membership, Segment
 from tests.identity.resolving import T0, ingest, message, pid, resolve
@@ -398,3 +400,30 @@ def test_changes_page_through_ties_one_at_a_time(reader: APIClient, ids: list[in
         if stay.exited_at is not None:
             expected.append(("exited", stay.profile_id))
     assert seen == expected
+
+
+def test_recompute_answers_202_and_its_task_computes_the_members(
+    api_client: Client, ids: list[int], django_capture_on_commit_callbacks: Any
+) -> None:
+    """POST .../recompute enqueues segment_recompute_full once the request commits; run
+    eagerly here (the tests/live pattern runs real workers)."""
+    writer = api_client("segments:write", READ)
+    segment = segment_with([], min_size=3)  # stays written as data: none yet
+    Segment.objects.filter(pk=segment.pk).update(computed_at=None, too_small=True)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = writer.post(f"/v1/segments/{segment.pk}/recompute")
+    assert response.status_code == 202
+    assert response.json() == {"segment_id": segment.pk, "version": 1, "status": "enqueued"}
+    assert len(callbacks) == 1
+    assert members(writer, segment).status_code == 409  # nothing ran yet
+
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            writer.post(f"/v1/segments/{segment.pk}/recompute")
+    finally:
+        celery_app.conf.task_always_eager = False
+    run = JobRun.objects.get(task_name="segments.tasks.segment_recompute_full")
+    assert run.status == JobStatus.SUCCEEDED
+    assert all_member_ids(writer, segment) == sorted(ids[0::2])
+    assert writer.post("/v1/segments/999999/recompute").status_code == 404

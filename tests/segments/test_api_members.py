@@ -386,7 +386,7 @@ def test_changes_page_through_ties_one_at_a_time(reader: APIClient, ids: list[in
     )
     Segment.objects.filter(pk=segment.pk).update(too_small=False)
     url = f"/v1/segments/{segment.pk}/changes"
-    page = reader.get(url, {"since": (T0 - timedelta(days=1)).isoformat(), "limit": 1}).json()
+    page = reader.get(url, {"since": (T0 - timedelta(days=1)).isoformat(), "limit": "1"}).json()
     seen = []
     while True:
         seen += [(row["change"], row["profile_id"]) for row in page["results"]]

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
@@ -85,7 +86,7 @@ def allowed_q(purpose: str, *, profile_field: str = "pk") -> Q:
     return Q(Exists(states.filter(status=GRANTED)))
 
 
-def allowed_sql(purpose: str, *, profile_column: str) -> tuple[str, list[object]]:
+def allowed_sql(purpose: str, *, profile_column: str) -> tuple[str, list[Any]]:
     """The same filter as SQL for hand-built queries (the segment compiler): a boolean
     expression over ``profile_column`` (code, never input) and its parameters."""
     if not _COLUMN.fullmatch(profile_column):

@@ -11,6 +11,7 @@ part). The similarity behind each agreement is kept, so a steward sees why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jellyfish
@@ -43,7 +44,56 @@ FEATURES: tuple[Feature, ...] = (
 )
 FEATURE_NAMES = tuple(feature.name for feature in FEATURES)
 NAME_THRESHOLD = 0.88
+# Similarities measured per string field: Jaro-Winkler for names, Damerau-Levenshtein (as
+# recordlinkage normalizes it: 1 - distance / longer length) for streets.
 STREET_THRESHOLD = 0.75
+
+
+def _jaro_winkler(a: str, b: str) -> float:
+    return float(jellyfish.jaro_winkler_similarity(a, b))
+
+
+def _damerau_levenshtein(a: str, b: str) -> float:
+    longest = max(len(a), len(b))
+    return 1.0 - jellyfish.damerau_levenshtein_distance(a, b) / longest if longest else 1.0
+
+
+def similarity(
+    left: pd.Series | np.ndarray,
+    right: pd.Series | np.ndarray,
+    measure: Callable[[str, str], float],
+) -> np.ndarray:
+    """``measure`` of each pair of strings (NaN when a side is missing), computed once per
+    distinct pair of values: names, cities and streets repeat across pairs, so a pass over
+    millions of pairs measures a fraction of them (the string measures are the pass's cost)."""
+    a, b = np.asarray(left, dtype=object), np.asarray(right, dtype=object)
+    codes, values = pd.factorize(np.concatenate([a, b]), use_na_sentinel=True)
+    left_codes, right_codes = codes[: len(a)], codes[len(a) :]
+    present = (left_codes >= 0) & (right_codes >= 0)
+    out = np.full(len(a), np.nan)
+    if not present.any():
+        return out
+    pairs = left_codes[present].astype(np.int64) * len(values) + right_codes[present]
+    distinct, inverse = np.unique(pairs, return_inverse=True)
+    measured = np.fromiter(
+        (
+            measure(str(values[code // len(values)]), str(values[code % len(values)]))
+            for code in distinct
+        ),
+        dtype=float,
+        count=len(distinct),
+    )
+    out[present] = measured[inverse]
+    return out
+
+
+STRING_MEASURES: dict[str, Callable[[str, str], float]] = {
+    "first_name": _jaro_winkler,
+    "last_name": _jaro_winkler,
+    "city": _jaro_winkler,
+    "street": _damerau_levenshtein,
+    "email_local": _jaro_winkler,
+}
 
 
 class _Near(BaseCompareFeature):
@@ -86,10 +136,9 @@ class _Prefix(BaseCompareFeature):
 
 
 def _agreement(s1: pd.Series, s2: pd.Series, threshold: float) -> np.ndarray:
-    out = np.full(len(s1), np.nan)
-    for i, (a, b) in enumerate(zip(s1.to_numpy(), s2.to_numpy(), strict=True)):
-        if isinstance(a, str) and isinstance(b, str):
-            out[i] = float(jellyfish.jaro_winkler_similarity(a, b) >= threshold)
+    values = similarity(s1, s2, _jaro_winkler)
+    out = (values >= threshold).astype(float)
+    out[np.isnan(values)] = np.nan
     return out
 
 
@@ -107,17 +156,6 @@ def compare(pairs: pd.MultiIndex, prepared: pd.DataFrame) -> pd.DataFrame:
     if not len(pairs):
         return pd.DataFrame(index=pairs, columns=list(FEATURE_NAMES), dtype=float)
     comparer = rl.Compare()
-    for name in ("first_name", "last_name", "city"):
-        comparer.string(
-            name, name, method="jarowinkler", missing_value=np.nan, label=f"{name}__sim"
-        )
-    comparer.string(
-        "street", "street", method="damerau_levenshtein", missing_value=np.nan, label="street__sim"
-    )
-    for name in ("email_local",):
-        comparer.string(
-            name, name, method="jarowinkler", missing_value=np.nan, label=f"{name}__sim"
-        )
     comparer.add(
         _Near(
             ["birth_year", "birth_month", "birth_day"],
@@ -131,6 +169,8 @@ def compare(pairs: pd.MultiIndex, prepared: pd.DataFrame) -> pd.DataFrame:
     out = comparer.compute(pairs, prepared)
     left = prepared.loc[pairs.get_level_values(0)]
     right = prepared.loc[pairs.get_level_values(1)]
+    for name, measure in STRING_MEASURES.items():
+        out[f"{name}__sim"] = similarity(left[name], right[name], measure)
     features = pd.DataFrame(index=pairs)
     for name in ("first_name", "last_name", "city"):
         features[name] = _threshold(out[f"{name}__sim"], NAME_THRESHOLD)

@@ -10,7 +10,6 @@ import pytest
 from cdp.api.errors import NotFound
 from cdp.crypto.envelope import decrypt_bytes
 from cdp.crypto.errors import KeyDestroyed
-from cdp.crypto.models import DataKey
 from consent.models import PrivacyRequest, PrivacyRequestStatus
 from consent.privacy.access.run import access_request, access_run
 from consent.privacy.access.storage import access_export_open, export_aad
@@ -47,7 +46,8 @@ def test_erasure_destroys_the_persons_access_exports(
     assert erased.summary["exports"] == 1
     requested.refresh_from_db()
     assert requested.export_ciphertext is None
-    assert DataKey.objects.get(pk=requested.export_data_key_id).destroyed_at is not None
+    assert requested.export_data_key is not None
+    assert requested.export_data_key.destroyed_at is not None
     with pytest.raises(KeyDestroyed):  # a copy of the ciphertext kept elsewhere is useless
         decrypt_bytes(ciphertext, aad=export_aad(requested.pk))
     with pytest.raises(NotFound):

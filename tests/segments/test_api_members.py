@@ -208,6 +208,18 @@ def test_members_page_queries_do_not_grow_with_the_page(
     assert counts["revealed", 12] == counts["masked", 12] + 3
 
 
+def test_a_members_page_is_three_queries(
+    reader: APIClient, ids: list[int], django_assert_num_queries: Any
+) -> None:
+    segment = segment_with(ids, definition={"trait": "n", "op": "exists"})
+    members(reader, segment)  # the token's first use writes last_used_at
+    # The token, the segment, the page (profiles and consent looked up inside it).
+    with django_assert_num_queries(3):
+        assert len(members(reader, segment, limit=5).json()["results"]) == 5
+    with django_assert_num_queries(3):
+        assert len(members(reader, segment).json()["results"]) == 12
+
+
 def test_members_of_an_unknown_or_deleted_segment_answer_404(
     api_client: Client, reader: APIClient, ids: list[int]
 ) -> None:

@@ -97,7 +97,10 @@ class SegmentMembersView(APIView):
         return Response(body, headers=_served_headers(served))
 
 
-# --- changes ----------------------------------------------------------------------------------
+# --- cursors: opaque base64 JSON of the last row's position ---------------------------------
+MAX_ID = 2**63 - 1
+
+
 def _cursor_encode(position: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
 
@@ -118,9 +121,13 @@ def _cursor_decode(cursor: str) -> list[Any]:
 
 def _member_position(cursor: str) -> int:
     position = _cursor_decode(cursor)
-    if len(position) != 1 or not isinstance(position[0], int) or isinstance(position[0], bool):
+    if len(position) != 1 or not _is_id(position[0]):
         raise _invalid_cursor()
-    return position[0]
+    return int(position[0])
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 def _next_link(request: Request, position: list[Any]) -> str:
@@ -136,15 +143,15 @@ def _change_position(cursor: str) -> tuple[datetime, int, str]:
         parsed = None
     if (
         parsed is None
+        or not _is_id(parsed[1])
         or parsed[0].tzinfo is None
         or parsed[2] not in (selectors.ENTERED, selectors.EXITED)
     ):
-        raise InvalidInput(
-            "cursor is not one this API issued.", code="invalid_cursor", attr="cursor"
-        )
+        raise _invalid_cursor()
     return parsed
 
 
+# --- changes ----------------------------------------------------------------------------------
 class SegmentChangesView(APIView):
     required_scopes = {Scope.SEGMENTS_READ}
 

@@ -376,7 +376,8 @@ def test_members_refuse_a_cursor_they_did_not_issue(reader: APIClient, ids: list
         f"/v1/segments/{segment.pk}/changes", {"since": (T0 - timedelta(days=1)).isoformat()}
     )
     assert changes.status_code == 200
-    for cursor in ("garbage", "WzFd", "WyJ4Il0"):  # not base64 JSON; [1] is fine; ["x"] is not
+    # not base64 JSON; [1] is fine; ["x"] and [2**64] are not
+    for cursor in ("garbage", "WzFd", "WyJ4Il0", "WzE4NDQ2NzQ0MDczNzA5NTUxNjE2XQ"):
         response = reader.get(url, {"cursor": cursor})
         expected = 200 if cursor == "WzFd" else 400
         assert response.status_code == expected, cursor

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import jellyfish
+import numpy as np
 import pandas as pd
 import recordlinkage as rl
 
@@ -111,11 +112,14 @@ def pairs_with(keys: pd.DataFrame, *, focus: Iterable[object]) -> pd.MultiIndex:
 
 
 def ordered(pairs: pd.MultiIndex) -> pd.MultiIndex:
-    left, right = pairs.get_level_values(0), pairs.get_level_values(1)
-    low = [min(a, b) for a, b in zip(left, right, strict=True)]
-    high = [max(a, b) for a, b in zip(left, right, strict=True)]
-    out = pd.MultiIndex.from_arrays([low, high]).unique()
-    return out[out.get_level_values(0) != out.get_level_values(1)]
+    """Each pair once, smaller label first, in first-seen order (vectorized: a full pass has
+    millions of pairs)."""
+    left = np.asarray(pairs.get_level_values(0))
+    right = np.asarray(pairs.get_level_values(1))
+    low, high = np.minimum(left, right), np.maximum(left, right)
+    distinct = low != high
+    frame = pd.DataFrame({"a": low[distinct], "b": high[distinct]}).drop_duplicates()
+    return pd.MultiIndex.from_arrays([frame["a"].to_numpy(), frame["b"].to_numpy()])
 
 
 def _empty() -> pd.MultiIndex:

@@ -55,7 +55,7 @@ def test_a_resolver_batch_enqueues_the_segments_run(
     ann = pid("user_id", "ann")
     assert members(segment.pk) == {ann} and changed() == set()
     runs = JobRun.objects.filter(task_name="segments.tasks.segments_refresh_changed_run")
-    assert [(r.status, r.result["consumed"]) for r in runs] == [(JobStatus.SUCCEEDED, 1)]
+    assert [(r.status, (r.result or {})["consumed"]) for r in runs] == [(JobStatus.SUCCEEDED, 1)]
     full = JobRun.objects.get(task_name="segments.tasks.segment_recompute_full")
     assert full.result == {
         "segment_id": segment.pk,

@@ -44,6 +44,7 @@ FEATURES: tuple[Feature, ...] = (
 )
 FEATURE_NAMES = tuple(feature.name for feature in FEATURES)
 NAME_THRESHOLD = 0.88
+COMPARE_CHUNK = 250_000
 # Similarities measured per string field: Jaro-Winkler for names, Damerau-Levenshtein (as
 # recordlinkage normalizes it: 1 - distance / longer length) for streets.
 STREET_THRESHOLD = 0.75
@@ -152,9 +153,22 @@ def _exact(left: pd.Series, right: pd.Series) -> np.ndarray:
 
 def compare(pairs: pd.MultiIndex, prepared: pd.DataFrame) -> pd.DataFrame:
     """One row per pair (same index), one column per feature: 1.0 agree, 0.0 disagree, NaN
-    unknown; plus ``<feature>__sim`` similarities for the string features."""
+    unknown; plus ``<feature>__sim`` similarities for the string features. Pairs are compared
+    ``COMPARE_CHUNK`` at a time: both sides' fields are copied per pair, and a full pass over
+    millions of pairs would otherwise hold several such copies at once."""
     if not len(pairs):
         return pd.DataFrame(index=pairs, columns=list(FEATURE_NAMES), dtype=float)
+    if len(pairs) > COMPARE_CHUNK:
+        return pd.concat(
+            [
+                _compare(pairs[start : start + COMPARE_CHUNK], prepared)
+                for start in range(0, len(pairs), COMPARE_CHUNK)
+            ]
+        )
+    return _compare(pairs, prepared)
+
+
+def _compare(pairs: pd.MultiIndex, prepared: pd.DataFrame) -> pd.DataFrame:
     comparer = rl.Compare()
     comparer.add(
         _Near(

@@ -162,3 +162,14 @@ def test_a_logistic_model_is_trained_from_decisions_and_becomes_current() -> Non
     with pytest.raises(Exception, match="Not enough decisions"):
         match_model_train()
     assert current_model()[1] is None
+
+
+def test_comparing_in_chunks_gives_the_same_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw, _ = generated(people=200)
+    prepared = features.prepare(raw)
+    keys, _ = blocking.capped(blocking.block_keys(prepared), max_block=500)
+    pairs = blocking.candidate_pairs(keys)
+    whole = comparing.compare(pairs, prepared)
+    monkeypatch.setattr(comparing, "COMPARE_CHUNK", max(1, len(pairs) // 7))
+    chunked = comparing.compare(pairs, prepared)
+    pd.testing.assert_frame_equal(whole, chunked)

@@ -100,6 +100,16 @@ def allowed_sql(purpose: str, *, profile_column: str) -> tuple[str, list[Any]]:
     return sql, [purpose, GRANTED]
 
 
+def allowed_status_sql(purpose: str, *, status_column: str) -> tuple[str, list[Any]]:
+    """The same rule over a state's status already joined per row (``LEFT JOIN`` of the
+    profile's ``consent_consentstate`` row for the purpose: NULL when it has none)."""
+    if not _COLUMN.fullmatch(status_column):
+        raise ValueError("status_column must be a column reference like 'c.status'")
+    if purpose_get(purpose).allowed_by_default:
+        return f"({status_column} IS NULL OR {status_column} = %s)", [GRANTED]
+    return f"({status_column} = %s)", [GRANTED]
+
+
 def profiles_allowed(profile_ids: Iterable[int], purpose: str) -> set[int]:
     """Which of these profiles are allowed for ``purpose`` (one query)."""
     ids = set(profile_ids)

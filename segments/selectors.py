@@ -24,8 +24,8 @@ from psycopg import errors as pg_errors
 from cdp.api.errors import InvalidInput, NotFound
 from cdp.crypto.envelope import decrypt_many_unless_erased
 from cdp.ingestion.pii import REDACTED
-from consent.purposes import GRANTED, purpose_get
-from consent.selectors import allowed_sql
+from consent.purposes import purpose_get
+from consent.selectors import allowed_sql, allowed_status_sql
 from identity.models import TraitObservation
 from segments.activation.serving import Served
 from segments.dsl import definition_parse, members_query
@@ -97,9 +97,8 @@ _CONSENT_JOIN = """LEFT JOIN LATERAL (
 
 @dataclass(frozen=True)
 class _ConsentGate:
-    """``consent.selectors.allowed_q``'s rule for every purpose of ``served``, written per row
-    over ``m.profile_id`` (LATERAL joins, then tests): allowed when the state for the purpose is
-    ``granted``, or there is none and the purpose's default is."""
+    """Consent for every purpose of ``served``, tested per row over ``m.profile_id`` (LATERAL
+    joins of the states, then ``consent.selectors.allowed_status_sql``'s test of each)."""
 
     joins: str
     join_params: list[Any]
@@ -108,19 +107,18 @@ class _ConsentGate:
 
     @classmethod
     def of(cls, served: Served) -> _ConsentGate:
-        joins, tests = [], []
+        joins, tests, test_params = [], [], []
         for index, purpose in enumerate(served.purposes):
             alias = f"c{index}"
             joins.append(_CONSENT_JOIN.format(alias=alias))
-            if purpose_get(purpose).allowed_by_default:
-                tests.append(f"AND ({alias}.status IS NULL OR {alias}.status = %s)")
-            else:
-                tests.append(f"AND {alias}.status = %s")
+            test, params = allowed_status_sql(purpose, status_column=f"{alias}.status")
+            tests.append(f"AND {test}")
+            test_params.extend(params)
         return cls(
             joins="\n".join(joins),
             join_params=list(served.purposes),
             tests=" ".join(tests),
-            test_params=[GRANTED] * len(served.purposes),
+            test_params=test_params,
         )
 
 

@@ -29,11 +29,19 @@ SPENDER = {"computed": "total_spend", "op": "gt", "value": 50}
 
 @pytest.fixture
 def eager() -> Iterator[None]:
+    """Tasks run in this process; afterwards the setting is what it was (removed from Celery's
+    overrides, so a test reading CELERY_TASK_ALWAYS_EAGER from Django settings still can)."""
+    changes = celery_app.conf.changes
+    assert changes is not None
+    had, before = "task_always_eager" in changes, changes.get("task_always_eager")
     celery_app.conf.task_always_eager = True
     try:
         yield
     finally:
-        celery_app.conf.task_always_eager = False
+        if had:
+            changes["task_always_eager"] = before
+        else:
+            changes.pop("task_always_eager", None)
 
 
 def _order(source: SourceWithKey, user: str) -> None:

@@ -49,6 +49,9 @@ class Person:
     abandoner: bool
     crm: str | None  # "exact", "variant", "only" (CRM knows them, the web does not) or None
     crm_duplicate: bool
+    # What the shop's consent banner sends (Segment's categoryPreferences); {}: never answered.
+    consent: dict[str, bool] = field(default_factory=dict)
+    gpc: bool = False  # their browser sends Global Privacy Control
 
     @property
     def phone(self) -> str:
@@ -98,7 +101,24 @@ def person_make(*, seed: int, index: int) -> Person:
         if on_crm
         else None,
         crm_duplicate=on_crm and rng.random() < 0.04,
+        **_privacy_choices(seed, index),
     )
+
+
+def _privacy_choices(seed: int, index: int) -> dict[str, Any]:
+    """The banner answers and GPC of one person, from a generator of their own (so adding them
+    left every other demo value as it was)."""
+    rng = random.Random(f"cdp-demo-consent:{seed}:{index}")  # noqa: S311 - demo data
+    consent = (
+        {
+            "Analytics": rng.random() < 0.9,
+            "Advertising": rng.random() < 0.45,
+            "Email": rng.random() < 0.55,
+        }
+        if rng.random() < 0.7
+        else {}
+    )
+    return {"consent": consent, "gpc": rng.random() < 0.08}
 
 
 def _uuid(rng: random.Random) -> str:
@@ -173,13 +193,18 @@ def person_events(
 
 
 def _web_context(person: Person, user_agent: str, path: str, title: str) -> dict[str, Any]:
-    return {
+    context: dict[str, Any] = {
         "library": {"name": "analytics.js", "version": "4.1.0"},
         "locale": person.city.locale,
         "timezone": person.city.timezone,
         "userAgent": user_agent,
         "page": {"path": path, "url": f"https://shop.example.com{path}", "title": title},
     }
+    if person.consent:
+        context["consent"] = {"categoryPreferences": person.consent}
+    if person.gpc:
+        context["gpc"] = True
+    return context
 
 
 def _web_session(

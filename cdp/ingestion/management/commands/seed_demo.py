@@ -19,6 +19,7 @@ from cdp.ingestion.demo.seeding import (
 from cdp.ops.progress import progress_bar
 from identity.selectors import events_pending_count
 from identity.services.resolution import ResolveResult, resolve_batch
+from segments.demo import demo_segments_compute
 
 ADMIN_URL = "http://127.0.0.1:8000/admin/"
 MAX_PEOPLE = 100_000
@@ -74,6 +75,7 @@ class Command(BaseCommand):
                 on_progress=progress.update,
             )
         resolved = self._resolve(quiet=options["verbosity"] == 0)
+        segments = demo_segments_compute()
         elapsed = time.monotonic() - started
         self.stdout.write(
             f"Demo data (seed {seed}, {counts.people} people, {days} days) in {elapsed:.1f} s\n"
@@ -85,6 +87,9 @@ class Command(BaseCommand):
             f"  identity:   {resolved.events} events and {resolved.records} records resolved, "
             f"{resolved.profiles_created} profiles, {resolved.merges} merges, "
             f"{resolved.conflicts} conflicts kept apart\n"
+            f"  segments:   "
+            + ", ".join(f"{segment.name} {outcome.member_count}" for segment, outcome in segments)
+            + "\n"
             f"\n"
             f"  Admin:      {ADMIN_URL}\n"
             f"  Username:   {access.username}\n"

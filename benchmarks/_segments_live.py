@@ -94,7 +94,8 @@ def members_api(
         try:
             for name in ("vip", "pro"):
                 for label, token in (("segments:read", plain), ("+ pii:read", pii)):
-                    _pages(port, token, segments[name], cfg.pages)  # warm the workers
+                    for _ in range(8):  # every gunicorn worker warm (first requests load code)
+                        _pages(port, token, segments[name], cfg.pages)
                     first, deeper = [], []
                     for _ in range(cfg.api_rounds):
                         seconds = _pages(port, token, segments[name], cfg.pages)
@@ -283,7 +284,11 @@ def _lag_phase(
                 ended["backlog"] = _count(
                     conn, "SELECT count(*) FROM ingestion_event WHERE identifier_id IS NULL"
                 )
-                ended["changes"] = _count(conn, "SELECT count(*) FROM identity_profilechange")
+                ended["changes"] = _count(
+                    conn,
+                    "SELECT count(*) FROM identity_profilechange "
+                    "WHERE segments_seen_at IS DISTINCT FROM changed_at",
+                )
         return probes.empty()
 
     lags, steps, missing = _poll(
@@ -333,14 +338,21 @@ def incremental_lag(
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="cdp-bench-seg-lag-") as tmp:
         env = bench_env(cfg, url)
-        worker = subprocess.Popen(
-            [CELERY, "-A", "cdp", "worker", "--concurrency", "2", "-l", "warning", *QUIET],
-            cwd=ROOT,
-            env=env,
-            stdout=(Path(tmp) / "worker.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # One worker, two processes, one queue; or (BENCH_SEGMENTS_OWN_QUEUE) a worker per
+        # queue: the resolver's and the segments' (CDP_SEGMENTS_QUEUE=segments).
+        queues = [["-Q", "celery"], ["-Q", "segments"]] if cfg.own_queue else [["-Q", "celery"]]
+        processes = ["--concurrency", "1" if cfg.own_queue else "2"]
+        workers = [
+            subprocess.Popen(
+                [CELERY, "-A", "cdp", "worker", *queue_args, "-l", "warning", *QUIET, *processes],
+                cwd=ROOT,
+                env=env,
+                stdout=(Path(tmp) / f"worker{number}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for number, queue_args in enumerate(queues)
+        ]
         server, port = _start_gunicorn(cfg, url, Path(tmp) / "gunicorn.log")
         try:
             time.sleep(3)
@@ -378,9 +390,15 @@ def incremental_lag(
                 ]
         finally:
             stop_gunicorn(server)
-            stop_process_group(worker, timeout=40)
+            for worker in workers:
+                stop_process_group(worker, timeout=40)
     context["incremental lag"] = (
-        "a Celery worker (concurrency 2) fed by ingestion's enqueue-on-commit (resolver) and the "
+        (
+            "two Celery workers (concurrency 1 each: queue celery, queue segments)"
+            if cfg.own_queue
+            else "a Celery worker (concurrency 2)"
+        )
+        + " fed by ingestion's enqueue-on-commit (resolver) and the "
         "resolver's debounced enqueue (segments_refresh_schedule); gunicorn serves /v1/batch; "
         f"{cfg.client_procs} load processes x 8 connections, 100-event batches, "
         f"{cfg.lag_duration} s per rate; probes polled every 100 ms"

@@ -10,7 +10,7 @@ the working tree (as ``benchmarks.identity``), on a fresh database ``cdp_bench_s
    the tables (``benchmarks/_segments_data.py`` says exactly what, and which data keys are real:
    the random wrapped keys are never unwrapped here), consent states, and PII (email, name)
    through the real ingest + resolver path for the first ``BENCH_SEGMENTS_PII_PROFILES``
-   (10,000) people; ``VACUUM ANALYZE``. Then ``segments.metrics.metrics_rebuild`` and
+   (3,000) people; ``VACUUM ANALYZE``. Then ``segments.metrics.metrics_rebuild`` and
    ``metrics_rfm_recompute`` (timed on their own), ``ANALYZE`` again.
 2. Creates the segments with ``segment_create``: ``vip`` (total spend > 500 and seen in the last
    7 days; purpose marketing_email), ``behavioural`` (more than 3 Product Viewed and at least 2
@@ -36,7 +36,12 @@ the working tree (as ``benchmarks.identity``), on a fresh database ``cdp_bench_s
    step alone = membership seen - resolved seen. Probes not in the segment
    ``BENCH_SEGMENTS_LAG_DRAIN`` (60) s after the load count as infinitely late.
 
-Quick run: ``BENCH_SEGMENTS_PROFILES=100000 BENCH_SEGMENTS_EVENTS=1000000``. Other knobs:
+Quick run: ``BENCH_SEGMENTS_PROFILES=100000 BENCH_SEGMENTS_EVENTS=1000000``.
+``BENCH_SEGMENTS_REUSE=1`` measures again on the database an earlier run loaded (migrated first;
+the three segments' stays deleted so the first recompute is "all enter" again; a new source for
+the live load), ``BENCH_SEGMENTS_PHASES`` (``full,api,lag``) picks the phases,
+``BENCH_SEGMENTS_OWN_QUEUE=1`` runs the segments tasks on their own queue and worker
+(``CDP_SEGMENTS_QUEUE=segments``) beside a resolver worker, one process each. Other knobs:
 ``BENCH_SEGMENTS_DAYS`` (90), ``BENCH_SEGMENTS_WORK_MEM`` (unset: the server's),
 ``BENCH_CLIENT_PROCS`` (2), ``BENCH_REDIS_URL`` with ``BENCH_SEGMENTS_REDIS_DB`` (11: broker;
 12: cache; both flushed).
@@ -103,9 +108,7 @@ class Settings:
     profiles: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_PROFILES", 1_000_000))
     events: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_EVENTS", 10_000_000))
     days: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_DAYS", 90))
-    pii_profiles: int = field(
-        default_factory=lambda: env_int("BENCH_SEGMENTS_PII_PROFILES", 10_000)
-    )
+    pii_profiles: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_PII_PROFILES", 3_000))
     repeat: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_REPEAT", 2))
     pages: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_PAGES", 5))
     api_rounds: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_API_ROUNDS", 40))
@@ -113,6 +116,7 @@ class Settings:
     lag_rate: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_LAG_RATE", 5_000))
     lag_duration: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_LAG_DURATION", 30))
     lag_drain: int = field(default_factory=lambda: env_int("BENCH_SEGMENTS_LAG_DRAIN", 60))
+    own_queue: bool = field(default_factory=lambda: bool(env_int("BENCH_SEGMENTS_OWN_QUEUE", 0)))
     client_procs: int = field(default_factory=lambda: env_int("BENCH_CLIENT_PROCS", 2))
     work_mem: str = field(default_factory=lambda: os.environ.get("BENCH_SEGMENTS_WORK_MEM", ""))
     redis_url: str = field(
@@ -139,14 +143,18 @@ def _log(message: str) -> None:
 def bench_env(cfg: Settings, url: str) -> dict[str, str]:
     from benchmarks.ingest import _django_env
 
-    return _django_env(url) | {
-        "DJANGO_SETTINGS_MODULE": "cdp.settings",
-        "CDP_API_RATE_LIMIT": "1000000/s",
-        "CDP_INGEST_RATE_LIMIT": "0",
-        "CELERY_BROKER_URL": f"{cfg.redis_url}/{cfg.redis_db}",
-        "CACHE_URL": f"{cfg.redis_url}/{cfg.redis_db + 1}",
-        "PYTHONUNBUFFERED": "1",
-    }
+    return (
+        _django_env(url)
+        | {
+            "DJANGO_SETTINGS_MODULE": "cdp.settings",
+            "CDP_API_RATE_LIMIT": "1000000/s",
+            "CDP_INGEST_RATE_LIMIT": "0",
+            "CELERY_BROKER_URL": f"{cfg.redis_url}/{cfg.redis_db}",
+            "CACHE_URL": f"{cfg.redis_url}/{cfg.redis_db + 1}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        | ({"CDP_SEGMENTS_QUEUE": "segments"} if cfg.own_queue else {})
+    )
 
 
 # --- full recompute ---------------------------------------------------------------------------
@@ -253,18 +261,12 @@ def full_recompute(
 
 
 # --- the run ----------------------------------------------------------------------------------
-def _measure(cfg: Settings, url: str) -> list[Result]:
-    import django
-
-    django.setup()
+def _load(cfg: Settings, url: str, now: datetime) -> tuple[list[Result], Any]:
     from django.db import connection
 
     from benchmarks import _segments_data as data
-    from benchmarks import _segments_live as live
     from segments.metrics import metrics_rebuild, metrics_rfm_recompute
-    from segments.services.definitions import segment_create
 
-    now = datetime.now(UTC)
     loaded = data.load(
         url,
         profiles=cfg.profiles,
@@ -297,23 +299,86 @@ def _measure(cfg: Settings, url: str) -> list[Result]:
         ),
         Result("metrics_rfm_recompute", rfm_s, "s"),
     ]
-    segments = {
+    return results, loaded
+
+
+def _reused(url: str) -> Any:
+    """What the live phases need from a database loaded by an earlier run (BENCH_SEGMENTS_REUSE):
+    a new source (its write key is only known when created) and the people's user ids."""
+    from benchmarks._segments_data import Loaded
+    from cdp.ingestion.services import source_create
+
+    created = source_create(name=f"web-{int(time.time())}")
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT profile_id FROM identity_identifier WHERE kind = 'user_id'"
+            " AND profile_id IS NOT NULL ORDER BY id LIMIT 200000"
+        ).fetchall()
+    return Loaded(
+        profiles=0,
+        identifiers=0,
+        events=0,
+        consent_states=0,
+        seconds={},
+        source_id=created.source.pk,
+        write_key=created.write_key,
+        now=datetime.now(UTC),
+        user_ids=[f"user-{p:08d}" for (p,) in rows],
+    )
+
+
+def _segments(reuse: bool) -> dict[str, int]:
+    from segments.models import Membership, Segment
+    from segments.services.definitions import segment_create
+
+    wanted = (
+        ("vip", VIP, "marketing_email"),
+        ("behavioural", BEHAVIOURAL, "analytics"),
+        ("pro", PRO, "analytics"),
+    )
+    if reuse:
+        found = dict(Segment.objects.filter(deleted_at__isnull=True).values_list("name", "pk"))
+        if all(name in found for name, _, _ in wanted):
+            # The first recompute measured is "all enter" again.
+            Membership.objects.filter(segment_id__in=found.values()).delete()
+            return {name: found[name] for name, _, _ in wanted}
+    return {
         name: segment_create(
             name=name, definition=doc, purpose=purpose, actor="bench", min_size=1
         ).pk
-        for name, doc, purpose in (
-            ("vip", VIP, "marketing_email"),
-            ("behavioural", BEHAVIOURAL, "analytics"),
-            ("pro", PRO, "analytics"),
-        )
+        for name, doc, purpose in wanted
     }
-    results += full_recompute(cfg, url, segments, now)
+
+
+def _measure(cfg: Settings, url: str, *, reuse: bool) -> list[Result]:
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from benchmarks import _segments_live as live
     from segments.services.recompute import segment_recompute
 
+    phases = set(os.environ.get("BENCH_SEGMENTS_PHASES", "full,api,lag").split(","))
+    now = datetime.now(UTC)
+    results: list[Result] = []
+    if reuse:
+        _context["data"] = f"reused the database {cfg.database} an earlier run loaded"
+        loaded = _reused(url)
+    else:
+        results, loaded = _load(cfg, url, now)
+    segments = _segments(reuse)
+    if "full" in phases:
+        results += full_recompute(cfg, url, segments, now)
     segment_recompute(segment_id=segments["pro"])
+    if reuse and "full" not in phases:
+        for name in ("vip", "behavioural"):
+            segment_recompute(segment_id=segments[name])
     connection.close()
-    results += live.members_api(cfg, url, segments, _context)
-    results += live.incremental_lag(cfg, url, loaded, segments["behavioural"], _context)
+    if "api" in phases:
+        results += live.members_api(cfg, url, segments, _context)
+    if "lag" in phases:
+        results += live.incremental_lag(cfg, url, loaded, segments["behavioural"], _context)
     return results
 
 
@@ -339,12 +404,17 @@ def run() -> list[Result]:
 
 
 def _child(out: Path) -> None:
-    from benchmarks.ingest import recreate_database, server_url
+    from benchmarks.ingest import _manage, recreate_database, server_url
 
     cfg = Settings()
-    url = recreate_database(server_url(), cfg.database)
+    reuse = bool(os.environ.get("BENCH_SEGMENTS_REUSE", "").strip())
+    if reuse:
+        url = f"{server_url()}/{cfg.database}"
+        _manage(url, "migrate", "--no-input", "-v", "0")  # an index added since, say
+    else:
+        url = recreate_database(server_url(), cfg.database)
     os.environ.update(bench_env(cfg, url))
-    results = _measure(cfg, url)
+    results = _measure(cfg, url, reuse=reuse)
     out.write_text(
         json.dumps({"results": [vars(r) for r in results], "context": _context}, default=str)
     )

@@ -203,8 +203,31 @@ def ledger_entry(
     )
 
 
+def profile_changes_prune(profile_ids: Iterable[int]) -> int:
+    """Delete the change rows of these profiles that every consumer has seen: segments
+    evaluated the latest change, and the matcher compared the profile since (or the profile was
+    merged away: the matcher reads live profiles only). Returns how many."""
+    ids = sorted(set(profile_ids))
+    if not ids:
+        return 0
+    with bound_cursor() as cursor:
+        cursor.execute(
+            """
+            DELETE FROM identity_profilechange c
+            USING identity_profile p
+            WHERE c.profile_id = ANY(%s::bigint[]) AND p.id = c.profile_id
+              AND c.segments_seen_at = c.changed_at
+              AND (p.merged_into_id IS NOT NULL OR EXISTS (
+                  SELECT 1 FROM identity_matchprofile m
+                  WHERE m.profile_id = c.profile_id AND m.matched_at >= c.changed_at))
+            """,
+            [ids],
+        )
+        return cursor.rowcount
+
+
 def profile_changes_mark(profile_ids: Iterable[int]) -> None:
-    """Tell downstream consumers (segments) these profiles changed."""
+    """Tell downstream consumers (segments, the matcher) these profiles changed."""
     ids = sorted(set(profile_ids))
     if not ids:
         return

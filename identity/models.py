@@ -320,13 +320,29 @@ class TraitObservation(models.Model):
 
 
 class ProfileChange(models.Model):
-    """Profiles whose identifiers, events or traits changed since a consumer (segments) last
-    looked: one row per profile, upserted by every resolver batch, merge and unmerge."""
+    """Profiles whose identifiers, events or traits changed since their consumers last looked:
+    one row per profile, upserted by every resolver batch, merge and unmerge. Two consumers read
+    it: segments (which records the ``changed_at`` it evaluated in ``segments_seen_at``) and the
+    probabilistic matcher (whose ``MatchProfile.matched_at`` says when it last compared the
+    profile); a row is deleted once both have seen its latest change
+    (``identity.merging.profile_changes_prune``)."""
 
     profile = models.OneToOneField(
         Profile, on_delete=models.CASCADE, primary_key=True, related_name="+"
     )
     changed_at = models.DateTimeField()
+    segments_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # Segments' queue: the changes it has not evaluated, oldest first.
+            models.Index(
+                fields=["changed_at", "profile"],
+                name="profilechange_segments_queue",
+                condition=models.Q(segments_seen_at__isnull=True)
+                | ~models.Q(segments_seen_at=models.F("changed_at")),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"profile {self.profile_id} changed at {self.changed_at:%Y-%m-%d %H:%M:%S}"

@@ -31,7 +31,7 @@ from identity.matching.inputs import (
     live_profiles_with_fields,
     pair_fingerprint,
 )
-from identity.merging import profile_kind_counts
+from identity.merging import profile_changes_prune, profile_kind_counts
 from identity.models import (
     EdgeRule,
     MatchCandidate,
@@ -142,6 +142,7 @@ def _match(
         pair_list, statuses, conflicts, routed, compared, scored, inputs, known, model_row
     )
     _profiles_seen(inputs, keys)
+    profile_changes_prune(int(pk) for pk in inputs.frame.index)
     report.merged = _auto_merge(rows, link_batch=config.link_batch, progress=progress)
     return report
 

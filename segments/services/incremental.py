@@ -12,8 +12,10 @@ One batch (``segments_refresh_changed``):
    write the entries and exits (one statement per segment, in its own transaction under the
    segment's lock). A profile merged away leaves with reason ``merged``; its survivor, marked
    too, is evaluated with its merged events; after an unmerge each side is evaluated alone;
-4. delete the ProfileChange rows consumed, each only if its ``changed_at`` is still the one
-   read, so a profile marked again meanwhile is evaluated again.
+4. record on the ProfileChange rows consumed that segments evaluated them
+   (``segments_seen_at``), each only if its ``changed_at`` is still the one read, so a profile
+   marked again meanwhile is evaluated again; rows the matcher has also seen are deleted
+   (``identity.merging.profile_changes_prune``).
 
 The rows are read without row locks: holding them through the evaluation would block the
 resolver's marks of those profiles. One runner works at a time (the task takes a session
@@ -34,6 +36,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from identity.merging import profile_changes_prune
 from segments.activation.webhooks import webhook_deliveries_enqueue
 from segments.dsl import definition_parse, members_query
 from segments.metrics import metrics_refresh
@@ -50,7 +53,7 @@ Position = tuple[datetime, int]
 @dataclass
 class IncrementalResult:
     profiles: int = 0  # changed profiles read
-    consumed: int = 0  # ProfileChange rows deleted
+    consumed: int = 0  # ProfileChange rows marked evaluated
     segments: int = 0  # segments evaluated
     entered: int = 0
     exited: int = 0
@@ -91,20 +94,32 @@ def segments_refresh_changed(
         else:
             result.deferred.append(segment.pk)
     if not result.deferred:
-        result.consumed = _changes_delete(changes)
+        result.consumed = _changes_seen(changes)
+        profile_changes_prune(ids)
     return result
 
 
 def changes_pending() -> bool:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM identity_profilechange)")
+        cursor.execute(
+            f"SELECT EXISTS (SELECT 1 FROM identity_profilechange WHERE {_PENDING})"  # noqa: S608
+        )
         return bool(cursor.fetchone()[0])
 
 
+# Not evaluated by segments since its latest change: spelled as the partial index
+# ``profilechange_segments_queue`` is (identity migration 0006), so the planner uses it.
+_PENDING = (
+    '("segments_seen_at" IS NULL OR NOT ("segments_seen_at" = ("changed_at") '
+    'AND "segments_seen_at" IS NOT NULL))'
+)
+
+
 def _changes_read(*, batch_size: int, after: Position | None) -> list[Position]:
-    where, params = "", list[Any]()
+    where, params = f"WHERE {_PENDING}", list[Any]()
     if after is not None:
-        where, params = "WHERE (changed_at, profile_id) > (%s, %s)", [after[0], after[1]]
+        where += " AND (changed_at, profile_id) > (%s, %s)"
+        params = [after[0], after[1]]
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT changed_at, profile_id FROM identity_profilechange {where} "  # noqa: S608
@@ -114,12 +129,12 @@ def _changes_read(*, batch_size: int, after: Position | None) -> list[Position]:
         return [(changed_at, profile_id) for changed_at, profile_id in cursor.fetchall()]
 
 
-def _changes_delete(changes: Sequence[Position]) -> int:
+def _changes_seen(changes: Sequence[Position]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            DELETE FROM identity_profilechange c
-            USING unnest(%s::bigint[], %s::timestamptz[]) AS t(profile_id, changed_at)
+            UPDATE identity_profilechange c SET segments_seen_at = t.changed_at
+            FROM unnest(%s::bigint[], %s::timestamptz[]) AS t(profile_id, changed_at)
             WHERE c.profile_id = t.profile_id AND c.changed_at = t.changed_at
             """,
             [[p for _at, p in changes], [at for at, _p in changes]],

@@ -6,7 +6,7 @@ import itertools
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import F, Q
 
 from identity.models import ProfileChange
 from segments.dsl import definition_parse
@@ -87,4 +87,8 @@ def refresh(*, now: datetime, batch_size: int = 1000) -> IncrementalResult:
 
 
 def changed() -> set[int]:
-    return set(ProfileChange.objects.values_list("profile_id", flat=True))
+    """Profiles whose latest change segments has not evaluated."""
+    pending = ProfileChange.objects.filter(
+        Q(segments_seen_at__isnull=True) | ~Q(segments_seen_at=F("changed_at"))
+    )
+    return set(pending.values_list("profile_id", flat=True))

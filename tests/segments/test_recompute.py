@@ -160,15 +160,15 @@ def test_a_profile_marked_again_during_a_run_is_evaluated_again(
     ids = _people(web, {"ann": 80})
     segment = segment_make(BIG_SPENDER)
     segment_recompute(segment_id=segment.pk, now=T0)
-    # The run reads ann's change; the resolver marks ann again before the run deletes it.
+    # The run reads ann's change; the resolver marks ann again before the run records it.
     original = ProfileChange.objects.get(profile_id=ids["ann"]).changed_at
-    real_delete = incremental._changes_delete
+    real_seen = incremental._changes_seen
 
-    def delete_after_a_new_mark(rows: Any) -> int:
+    def seen_after_a_new_mark(rows: Any) -> int:
         ProfileChange.objects.filter(profile_id=ids["ann"]).update(changed_at=original + DAY)
-        return real_delete(rows)
+        return real_seen(rows)
 
-    monkeypatch.setattr(incremental, "_changes_delete", delete_after_a_new_mark)
+    monkeypatch.setattr(incremental, "_changes_seen", seen_after_a_new_mark)
     result = segments_refresh_changed(batch_size=10, now=T0)
     assert (result.profiles, result.consumed) == (1, 0)
     assert changed() == {ids["ann"]}

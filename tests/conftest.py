@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -31,6 +32,32 @@ def _fresh_caches() -> Iterator[None]:
 def _no_resolver_enqueue(settings: Any) -> None:
     """Tests resolve in-process when they mean to; the live worker test turns this back on."""
     settings.CDP_RESOLVER = {**settings.CDP_RESOLVER, "ENQUEUE_ON_INGEST": False}
+
+
+@pytest.fixture
+def eager_tasks() -> Iterator[None]:
+    """Celery tasks run in this process while the test runs (``eager_celery``)."""
+    with eager_celery():
+        yield
+
+
+@contextmanager
+def eager_celery() -> Iterator[None]:
+    """Celery tasks run in this process inside the block; afterwards Celery's setting is what
+    it was (removed from its overrides when it was not overridden before)."""
+    from cdp.celery import app as celery_app
+
+    changes = celery_app.conf.changes
+    assert changes is not None
+    had, before = "task_always_eager" in changes, changes.get("task_always_eager")
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        if had:
+            changes["task_always_eager"] = before
+        else:
+            changes.pop("task_always_eager", None)
 
 
 @pytest.fixture

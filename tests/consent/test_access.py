@@ -13,7 +13,6 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from cdp.audit.models import AuditAction, AuditEntry
-from cdp.celery import app as celery_app
 from cdp.crypto.envelope import decrypt_bytes
 from cdp.crypto.errors import KeyDestroyed
 from cdp.crypto.key_cache import data_key_cache
@@ -411,22 +410,22 @@ def extra_section() -> Iterator[list[ExportSubject]]:
             yield {"profile_id": profile_id, "segment_id": 7}
 
     access_sections_register(
-        ExportSection(name="segment_memberships", description="Memberships.", rows=rows)
+        ExportSection(name="loyalty_points", description="Points.", rows=rows)
     )
     yield seen
-    access_sections_unregister("segment_memberships")
+    access_sections_unregister("loyalty_points")
 
 
 def test_another_app_adds_a_section(person: Person, extra_section: list[ExportSubject]) -> None:
     files = export_read(access_export_build(profile_id=person.profile_id))
     (subject,) = extra_section
     assert subject.profile_id == person.profile_id
-    assert {row["profile_id"] for row in files["segment_memberships.json"]} == set(
+    assert {row["profile_id"] for row in files["loyalty_points.json"]} == set(
         subject.profile_ids
     )
     names = [entry["name"] for entry in files["manifest.json"]["files"]]
-    assert names[-1] == "segment_memberships.json"
-    assert files["manifest.json"]["counts"]["segment_memberships"] == 2
+    assert names[-1] == "loyalty_points.json"
+    assert files["manifest.json"]["counts"]["loyalty_points"] == 2
 
 
 def test_a_builtin_or_reserved_section_name_is_refused() -> None:
@@ -450,15 +449,14 @@ def test_a_subject_gone_before_the_run_fails_the_request(source: Any) -> None:
 
 # --- tasks --------------------------------------------------------------------------------------
 def test_the_enqueued_task_builds_the_export_and_records_its_job_run(
-    person: Person, api_client: Client, django_capture_on_commit_callbacks: Any
+    person: Person,
+    api_client: Client,
+    django_capture_on_commit_callbacks: Any,
+    eager_tasks: None,
 ) -> None:
     """The task itself, run eagerly in this process once the request commits."""
-    celery_app.conf.task_always_eager = True
-    try:
-        with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            response = post_json(api_client("privacy:write"), ACCESS, {"user_id": "ada"})
-    finally:
-        celery_app.conf.task_always_eager = False
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = post_json(api_client("privacy:write"), ACCESS, {"user_id": "ada"})
     assert response.status_code == 202 and len(callbacks) == 1
     request = PrivacyRequest.objects.get(pk=response.json()["id"])
     assert request.status == PrivacyRequestStatus.COMPLETED and request.summary["events"] == 9

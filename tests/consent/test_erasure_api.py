@@ -11,7 +11,6 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from cdp.audit.models import AuditAction, AuditEntry
-from cdp.celery import app as celery_app
 from cdp.jobs.models import JobRun, JobStatus
 from consent.models import PrivacyRequest, PrivacyRequestStatus, Suppression
 from consent.privacy.erasure import erasure_run
@@ -58,15 +57,11 @@ def test_erasure_answers_202_and_the_status_view_follows_it(
 
 
 def test_the_enqueued_task_erases_and_records_its_job_run(
-    api_client: Any, ada: None, django_capture_on_commit_callbacks: Any
+    api_client: Any, ada: None, django_capture_on_commit_callbacks: Any, eager_tasks: None
 ) -> None:
     """The task itself, run eagerly in this process (the tests/live pattern runs workers)."""
-    celery_app.conf.task_always_eager = True
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = api_client("privacy:write").post(ERASURE, {"user_id": "ada"}, format="json")
-    finally:
-        celery_app.conf.task_always_eager = False
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client("privacy:write").post(ERASURE, {"user_id": "ada"}, format="json")
     request = PrivacyRequest.objects.get(pk=response.json()["id"])
     assert request.status == PrivacyRequestStatus.COMPLETED
     run = JobRun.objects.get(task_name="consent.tasks.erasure_request_run")

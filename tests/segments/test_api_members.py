@@ -14,12 +14,12 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from cdp.audit.models import AuditAction, AuditEntry
-from cdp.celery import app as celery_app
 from cdp.crypto.key_cache import data_key_cache
 from cdp.ingestion.services import SourceWithKey
 from cdp.jobs.models import JobRun, JobStatus
 from identity.models import Profile
 from segments.models import Membership, Segment
+from tests.conftest import eager_celery
 from tests.identity.resolving import T0, ingest, message, pid, resolve
 from tests.segments.api_people import PLAN_PRO, consent_set, people_ingest, segment_with
 
@@ -430,12 +430,8 @@ def test_recompute_answers_202_and_its_task_computes_the_members(
     assert len(callbacks) == 1
     assert members(writer, segment).status_code == 409  # nothing ran yet
 
-    celery_app.conf.task_always_eager = True
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            writer.post(f"/v1/segments/{segment.pk}/recompute")
-    finally:
-        celery_app.conf.task_always_eager = False
+    with eager_celery(), django_capture_on_commit_callbacks(execute=True):
+        writer.post(f"/v1/segments/{segment.pk}/recompute")
     run = JobRun.objects.get(task_name="segments.tasks.segment_recompute_full")
     assert run.status == JobStatus.SUCCEEDED
     assert all_member_ids(writer, segment) == sorted(ids[0::2])

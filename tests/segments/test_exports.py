@@ -285,11 +285,11 @@ def test_the_job_runs_through_its_celery_task(
     api_client: Client,
     settings: Any,
     django_capture_on_commit_callbacks: Any,
+    eager_tasks: None,
 ) -> None:
     from cdp.jobs.models import JobRun, JobStatus
 
     activation_settings(settings, EXPORT_SYNC_MAX_ROWS=0)
-    settings.CELERY_TASK_ALWAYS_EAGER = True
     segment = segment_with_members("all", list(people.values()))
     with django_capture_on_commit_callbacks(execute=True):
         response = _export(api_client("segments:read"), segment)

@@ -4,13 +4,11 @@ real worker): what they return, their JobRun, the enqueue after a resolver batch
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
 
-from cdp.celery import app as celery_app
 from cdp.ingestion.services import SourceWithKey
 from cdp.jobs.models import JobRun, JobStatus
 from identity.tasks import resolve_pending_events
@@ -28,20 +26,8 @@ SPENDER = {"computed": "total_spend", "op": "gt", "value": 50}
 
 
 @pytest.fixture
-def eager() -> Iterator[None]:
-    """Tasks run in this process; afterwards the setting is what it was (removed from Celery's
-    overrides, so a test reading CELERY_TASK_ALWAYS_EAGER from Django settings still can)."""
-    changes = celery_app.conf.changes
-    assert changes is not None
-    had, before = "task_always_eager" in changes, changes.get("task_always_eager")
-    celery_app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        if had:
-            changes["task_always_eager"] = before
-        else:
-            changes.pop("task_always_eager", None)
+def eager(eager_tasks: None) -> None:
+    """Tasks run in this process (tests/conftest.py)."""
 
 
 def _order(source: SourceWithKey, user: str) -> None:

@@ -25,7 +25,7 @@ from cdp.ops.bulk import bound_cursor, rows_insert
 from consent.derivation import Choice, derive
 from consent.models import ConsentChannel, ConsentEntry, ConsentState, ConsentStatus, LegalBasis
 from consent.purposes import purposes
-from identity.merging import LockRace, components_lock
+from identity.merging import LockRace, components_lock, profile_changes_mark
 from identity.models import Identifier
 
 logger = logging.getLogger(__name__)
@@ -298,6 +298,8 @@ def _record_locked(
     entries = consent_entries_append([(identifier_id, choice) for choice in choices], actor=actor)
     if profile_id is not None:
         consent_states_refresh(profile_ids=[profile_id])
+        # Segments with consent conditions (and activation) re-evaluate the person now.
+        profile_changes_mark([profile_id])
     audit_record(
         actor=actor,
         action=action,

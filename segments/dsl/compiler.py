@@ -293,6 +293,7 @@ def _sequence(node: n.SequenceCondition, b: _Builder) -> str:
         first.append(f"a.timestamp >= {b.param(b.now - node.since)}")
     then = _event_rows(node.then_not, "c", b, window=None)
     then.append("c.timestamp >= a.timestamp")
+    then.append("c.id <> a.id")  # "did A, then not A again": the A itself does not count
     then.append(f"c.timestamp <= a.timestamp + {b.param(node.within)}::interval")
     return (
         "EXISTS (SELECT 1 FROM ingestion_event AS a "

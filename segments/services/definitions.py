@@ -18,6 +18,7 @@ from cdp.api.errors import Conflict, InvalidInput, NotFound
 from segments.dsl import Definition, DefinitionError, definition_parse
 from segments.models import NAME_MAX_LENGTH, Membership, Segment, SegmentVersion
 from segments.selectors import purpose_check, segment_is_live
+from segments.services.locks import segment_lock_wait
 from segments.services.memberships import stays_close
 
 # Sentinel for "not given" in updates (None is a value: no fallback).
@@ -123,6 +124,9 @@ def segment_delete(*, segment_id: int, actor: str, now: datetime | None = None) 
     kept. ``Conflict`` while another live segment refers to it or falls back on it."""
     now = now or timezone.now()
     with transaction.atomic():
+        # The recompute lock first, then the row (the recompute's order: it holds the lock and
+        # then updates the row), so no recompute is writing stays the close below cannot see.
+        segment_lock_wait(segment_id)
         segment = _locked(segment_id)
         users = sorted(set(_referring(segment.pk)) | set(_falling_back_on(segment.pk)))
         if users:

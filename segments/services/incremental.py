@@ -147,11 +147,21 @@ def _segment_evaluate(
 ) -> bool:
     """Re-evaluate ``profile_ids`` in one segment; False when its lock is held elsewhere."""
     started = timezone.now()
-    definition = definition_parse(segment.definition)
-    query = members_query(definition, now=now, profile_ids=profile_ids)
     with transaction.atomic():
         if not segment_lock_try(segment.pk):
             return False
+        # Read again under the lock: a new version or a deletion may have committed since the
+        # batch listed the segments (the full recompute of a new version covers every profile).
+        fresh = (
+            Segment.objects.filter(
+                pk=segment.pk, deleted_at__isnull=True, computed_version=F("version")
+            )
+            .values_list("definition", flat=True)
+            .first()
+        )
+        if fresh is None:
+            return True
+        query = members_query(definition_parse(fresh), now=now, profile_ids=profile_ids)
         announced = webhooks_active(segment.pk)
         diff = stays_apply(
             segment_id=segment.pk,

@@ -5,6 +5,9 @@ A full or scheduled recompute that finds its segment locked skips it (another wo
 recomputing it now, from data at least as fresh); the incremental run skips it too and keeps
 its changed profiles queued, so they are evaluated again once the lock is free. Writers that
 must not be skipped (a segment's deletion) wait with ``segment_lock_wait``.
+
+Order: this lock before the segment's row lock, always (recomputes take it, then update the
+row), so a writer holding the row never waits for a recompute waiting for the row.
 """
 
 from __future__ import annotations

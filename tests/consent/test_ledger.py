@@ -20,6 +20,7 @@ from consent.selectors import (
     profiles_allowed,
 )
 from consent.services import ChoiceInput, consent_record
+from identity.models import ProfileChange
 from identity.selectors import identifier_find
 from identity.services.linking import evidence_link
 from identity.services.unmerge import profile_unmerge
@@ -331,3 +332,14 @@ def test_a_probabilistic_merge_derives_consent_like_any_merge(
     assert profiles_allowed([merged], "marketing_email") == set()
     absorbed = ({visitor, user} - {merged}).pop()
     assert not ConsentState.objects.filter(profile_id=absorbed).exists()
+
+
+def test_a_consent_change_marks_the_profile_for_segments(
+    source: SourceWithKey, consent_client: APIClient
+) -> None:
+    ingest(source.source.pk, message("identify", userId="u1"))
+    resolve()
+    profile = pid("user_id", "u1")
+    ProfileChange.objects.all().delete()
+    post_json(consent_client, "/v1/consent", consent_body("granted", user_id="u1"))
+    assert ProfileChange.objects.filter(profile_id=profile).exists()

@@ -180,6 +180,8 @@ def _sequence(node: n.SequenceCondition, person: Person, now: datetime) -> bool:
             continue
         if node.since is not None and first.at < now - node.since:
             continue
-        if not any(first.at <= then.at <= first.at + node.within for then in thens):
+        if not any(
+            then is not first and first.at <= then.at <= first.at + node.within for then in thens
+        ):
             return True
     return False

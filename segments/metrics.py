@@ -5,7 +5,8 @@ A profile's events are those anchored on its identifiers (``ingestion_event.iden
 ``identity_identifier.profile_id``), so merges and unmerges move them with the identifiers and a
 refresh after the change recounts the sides. Every statement is set-based (one ``INSERT ...
 SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per batch of profiles); a profile merged away
-(or gone) loses its row, a current profile without events gets zeros.
+(or gone) loses its row, a current profile without events gets zeros, and one left without
+orders loses its RFM scores (NULL) at once.
 
 - ``metrics_refresh``: the profiles of one batch (the incremental run, after resolution);
 - ``metrics_rebuild``: every profile, in one pass (a repair, or after loading data in bulk);
@@ -77,12 +78,20 @@ ON CONFLICT (profile_id) DO UPDATE SET
     last_seen_at = EXCLUDED.last_seen_at,
     last_order_at = EXCLUDED.last_order_at,
     event_counts = EXCLUDED.event_counts,
+    -- No orders left (an unmerge took them away): no RFM scores, as for any profile without
+    -- orders; otherwise the scores stay until the next metrics_rfm_recompute.
+    rfm_recency = CASE WHEN EXCLUDED.order_count = 0 THEN NULL ELSE m.rfm_recency END,
+    rfm_frequency = CASE WHEN EXCLUDED.order_count = 0 THEN NULL ELSE m.rfm_frequency END,
+    rfm_monetary = CASE WHEN EXCLUDED.order_count = 0 THEN NULL ELSE m.rfm_monetary END,
     updated_at = EXCLUDED.updated_at
 WHERE (m.total_spend, m.order_count, m.event_count, m.first_seen_at, m.last_seen_at,
        m.last_order_at, m.event_counts)
       IS DISTINCT FROM
       (EXCLUDED.total_spend, EXCLUDED.order_count, EXCLUDED.event_count, EXCLUDED.first_seen_at,
        EXCLUDED.last_seen_at, EXCLUDED.last_order_at, EXCLUDED.event_counts)
+   OR (EXCLUDED.order_count = 0
+       AND (m.rfm_recency IS NOT NULL OR m.rfm_frequency IS NOT NULL
+            OR m.rfm_monetary IS NOT NULL))
 """
 
 _BATCH_SCOPE = """

@@ -174,3 +174,38 @@ def test_rfm_scores_are_quintiles_with_ties_sharing_a_score(web: int) -> None:
         None,
     )
     assert metrics_rfm_recompute() == 0  # idempotent
+
+
+def test_rfm_scores_are_cleared_when_an_unmerge_leaves_a_profile_without_orders(web: int) -> None:
+    ingest(
+        web,
+        message("track", at=1, anonymousId="anon-1", event="Product Viewed"),
+        _order(2, 7, userId="u1"),
+        message("identify", at=3, userId="u1"),
+        message("identify", at=4, userId="u1", anonymousId="anon-1"),
+    )
+    resolve()
+    visitor = pid("anonymous_id", "anon-1")
+    assert pid("user_id", "u1") == visitor  # merged: the visitor's profile has the order
+    metrics_refresh(profile_ids=[visitor])
+    metrics_rfm_recompute()
+    scored = ProfileMetrics.objects.get(profile_id=visitor)
+    assert scored.order_count == 1 and scored.rfm_recency is not None
+
+    edge = Edge.objects.get(a__kind="anonymous_id", b__kind="user_id")
+    profile_unmerge(profile_id=visitor, edge_ids=[edge.pk], actor="test", reason="split")
+    user = pid("user_id", "u1")
+    assert user != visitor
+    assert metrics_refresh(profile_ids=[visitor, user]).upserted == 2
+
+    left = ProfileMetrics.objects.get(profile_id=visitor)
+    assert left.order_count == 0
+    assert (left.rfm_recency, left.rfm_frequency, left.rfm_monetary) == (None, None, None)
+    # A profile without orders whose scores were left behind loses them at its next refresh.
+    ProfileMetrics.objects.filter(profile_id=visitor).update(
+        rfm_recency=3, rfm_frequency=3, rfm_monetary=3
+    )
+    assert metrics_refresh(profile_ids=[visitor]).upserted == 1
+    assert ProfileMetrics.objects.get(profile_id=visitor).rfm_recency is None
+    # Unchanged and already NULL: nothing rewritten.
+    assert metrics_refresh(profile_ids=[visitor]).upserted == 0

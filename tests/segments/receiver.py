@@ -22,6 +22,9 @@ class Received:
 class Receiver:
     statuses: list[int]  # answered in order; the last one repeats
     delay_seconds: float = 0.0
+    # > 0: the answer's headers trickle, one every drip_seconds for delay_seconds (each read
+    # of the sender's within its timeout, the whole answer not).
+    drip_seconds: float = 0.0
     received: list[Received] = field(default_factory=list)
     port: int = 0
     in_flight: int = 0
@@ -37,8 +40,12 @@ class Receiver:
 
 
 @contextmanager
-def receiver(*statuses: int, delay_seconds: float = 0.0) -> Iterator[Receiver]:
-    state = Receiver(statuses=list(statuses), delay_seconds=delay_seconds)
+def receiver(
+    *statuses: int, delay_seconds: float = 0.0, drip_seconds: float = 0.0
+) -> Iterator[Receiver]:
+    state = Receiver(
+        statuses=list(statuses), delay_seconds=delay_seconds, drip_seconds=drip_seconds
+    )
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -50,6 +57,9 @@ def receiver(*statuses: int, delay_seconds: float = 0.0) -> Iterator[Receiver]:
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
                 status = state.next_status()
+            if state.drip_seconds:
+                self._drip(status)
+                return
             if state.delay_seconds:
                 time.sleep(state.delay_seconds)
             with state.lock:
@@ -60,6 +70,21 @@ def receiver(*statuses: int, delay_seconds: float = 0.0) -> Iterator[Receiver]:
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")
+
+        def _drip(self, status: int) -> None:
+            try:
+                self.wfile.write(f"HTTP/1.1 {status} OK\r\n".encode())
+                ends = time.monotonic() + state.delay_seconds
+                while time.monotonic() < ends:
+                    self.wfile.write(b"X-Drip: 1\r\n")
+                    self.wfile.flush()
+                    time.sleep(state.drip_seconds)
+                self.wfile.write(b"Content-Length: 2\r\n\r\nok")
+            except OSError:
+                pass  # the sender hung up
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -15,8 +15,14 @@ from rest_framework.test import APIClient
 
 from cdp.crypto.models import DataKey
 from cdp.ingestion.services import SourceWithKey
+from segments.activation.addresses import address_allowed
 from segments.activation.models import DeliveryStatus, Webhook, WebhookDelivery
-from segments.activation.sender import webhook_deliveries_send
+from segments.activation.sender import (
+    Attempt,
+    deliveries_record,
+    webhook_deliveries_claim,
+    webhook_deliveries_send,
+)
 from segments.activation.signing import signature_header, signature_verify
 from segments.activation.webhooks import (
     webhook_create,
@@ -26,7 +32,7 @@ from segments.activation.webhooks import (
 )
 from segments.models import Segment
 from tests.conftest import post_json
-from tests.identity.resolving import T0
+from tests.identity.resolving import T0, ingest, message, pid, resolve
 from tests.segments.activating import (
     activation_settings,
     consent_set,
@@ -337,6 +343,123 @@ def test_a_claimed_delivery_is_not_taken_twice(people: dict[str, int], segment: 
     assert again.pk == claimed.pk and again.attempts == 2
 
 
+def test_a_delivery_is_not_sent_once_consent_is_withdrawn(
+    people: dict[str, int], segment: Segment
+) -> None:
+    """Consent is checked again when a delivery is sent, not only when it was enqueued."""
+    with receiver(500, 500, 200) as server:
+        _hook(segment, server.url)
+        webhook_deliveries_enqueue(
+            segment_id=segment.pk, entered=[people["ada"], people["bob"]], exited=[], at=T0
+        )
+        assert WebhookDelivery.objects.count() == 2  # both allowed (analytics) when enqueued
+        assert webhook_deliveries_send(now=T0) == 2  # first attempts fail (500)
+        consent_set("user_id", "ada", "analytics", "denied")
+
+        assert webhook_deliveries_send(now=T0 + timedelta(minutes=5)) == 1  # bob's retry only
+    (request,) = server.received[2:]
+    assert orjson.loads(request.body)["profile_id"] == people["bob"]
+    ada = WebhookDelivery.objects.get(profile_id=people["ada"])
+    assert ada.status == DeliveryStatus.DEAD and ada.last_error == "consent_withdrawn"
+    assert ada.attempts == 1 and len(ada.attempt_log) == 1  # not sent: no attempt counted
+    assert ada.next_attempt_at is None
+    bob = WebhookDelivery.objects.get(profile_id=people["bob"])
+    assert bob.status == DeliveryStatus.SUCCEEDED
+    assert webhook_deliveries_send(now=T0 + timedelta(days=1)) == 0
+
+
+def test_a_denied_by_default_purpose_needs_a_standing_grant_at_send_time(
+    people: dict[str, int],
+) -> None:
+    segment = segment_with_members("news", [], purpose="marketing_email")
+    consent_set("user_id", "ada", "marketing_email", "granted")
+    with receiver(200) as server:
+        _hook(segment, server.url)
+        webhook_deliveries_enqueue(segment_id=segment.pk, entered=[people["ada"]], exited=[], at=T0)
+        consent_set("user_id", "ada", "marketing_email", "denied")
+        assert webhook_deliveries_send(now=T0) == 0
+    assert server.received == []
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.DEAD and delivery.last_error == "consent_withdrawn"
+    assert delivery.attempts == 0 and delivery.attempt_log == []
+
+
+def test_the_consent_of_the_survivor_counts_for_a_profile_merged_away(
+    people: dict[str, int], segment: Segment, source: SourceWithKey
+) -> None:
+    ingest(source.source.pk, message("track", anonymousId="anon-z", event="Product Viewed"))
+    resolve()
+    visitor = pid("anonymous_id", "anon-z")
+    with receiver(200) as server:
+        _hook(segment, server.url)
+        webhook_deliveries_enqueue(segment_id=segment.pk, entered=[visitor], exited=[], at=T0)
+        # The visitor turns out to be Ada (her older profile survives), and Ada says no.
+        ingest(source.source.pk, message("identify", at=5, userId="ada", anonymousId="anon-z"))
+        resolve()
+        assert pid("anonymous_id", "anon-z") == people["ada"] != visitor
+        consent_set("user_id", "ada", "analytics", "denied")
+        assert webhook_deliveries_send(now=T0) == 0
+    assert server.received == []
+    assert WebhookDelivery.objects.get().last_error == "consent_withdrawn"
+
+
+def test_a_stale_workers_outcome_does_not_overwrite_a_newer_attempt(
+    people: dict[str, int], segment: Segment
+) -> None:
+    _hook(segment, "http://127.0.0.1:9/a")
+    webhook_deliveries_enqueue(segment_id=segment.pk, entered=[people["ada"]], exited=[], at=T0)
+    (stale,) = webhook_deliveries_claim(now=T0, limit=10)
+    # The first worker's request outlives its lease: another claims the delivery again.
+    (fresh,) = webhook_deliveries_claim(now=T0 + timedelta(seconds=61), limit=10)
+    assert (stale.attempts, fresh.attempts) == (1, 2)
+    later = T0 + timedelta(seconds=62)
+
+    failed = Attempt(status_code=503, error="HTTP 503", duration_ms=3)
+    assert deliveries_record(outcomes=[(fresh, failed)], now=later) == 1
+    ok = Attempt(status_code=200, error="", duration_ms=61_000)
+    assert deliveries_record(outcomes=[(stale, ok)], now=later) == 0  # too late: ignored
+
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.last_error == "HTTP 503"
+    assert delivery.attempts == 2 and delivery.delivered_at is None
+    assert [(e["attempt"], e["status_code"]) for e in delivery.attempt_log] == [(2, 503)]
+
+
+def test_a_stale_outcome_written_first_is_ignored_too(
+    people: dict[str, int], segment: Segment
+) -> None:
+    _hook(segment, "http://127.0.0.1:9/a")
+    webhook_deliveries_enqueue(segment_id=segment.pk, entered=[people["ada"]], exited=[], at=T0)
+    (stale,) = webhook_deliveries_claim(now=T0, limit=10)
+    (fresh,) = webhook_deliveries_claim(now=T0 + timedelta(seconds=61), limit=10)
+    later = T0 + timedelta(seconds=62)
+    ok = Attempt(status_code=200, error="", duration_ms=3)
+    assert deliveries_record(outcomes=[(stale, ok)], now=later) == 0
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.PENDING and delivery.attempt_log == []
+    failed = Attempt(status_code=503, error="HTTP 503", duration_ms=3)
+    assert deliveries_record(outcomes=[(fresh, failed)], now=later) == 1
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 2
+
+
+def test_an_answer_trickling_past_the_timeout_is_cut_off(
+    people: dict[str, int], segment: Segment, settings: Any
+) -> None:
+    """Each read arrives within the timeout; the attempt as a whole may not take longer."""
+    activation_settings(settings, WEBHOOK_TIMEOUT_SECONDS=0.5)
+    with receiver(200, delay_seconds=3.0, drip_seconds=0.1) as server:
+        _hook(segment, server.url)
+        webhook_deliveries_enqueue(segment_id=segment.pk, entered=[people["ada"]], exited=[], at=T0)
+        started = time.monotonic()
+        assert webhook_deliveries_send(now=T0) == 1
+        took = time.monotonic() - started
+    assert len(server.received) == 1
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.last_error == "TimeoutError"
+    assert took < 2.0 and delivery.attempt_log[0]["duration_ms"] < 1500
+
+
 # --- secrets and deletion -------------------------------------------------------------------
 def test_the_secret_is_stored_encrypted_and_destroyed_with_the_webhook(
     people: dict[str, int], segment: Segment
@@ -375,6 +498,14 @@ def test_the_secret_is_stored_encrypted_and_destroyed_with_the_webhook(
         "https://[::ffff:127.0.0.1]/hook",
         "https://[fd00::1]/hook",
         "https://0.0.0.0/hook",
+        # IPv6 addresses standing for a private IPv4 one (ipaddress calls them global).
+        "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
+        "https://[64:ff9b:1::808:808]/hook",  # local-use NAT64: refused whatever it embeds
+        "https://[2002:a9fe:a9fe::1]/hook",  # 6to4 of 169.254.169.254
+        "https://[2002:7f00:1::1]/hook",  # 6to4 of 127.0.0.1
+        "https://[::a9fe:a9fe]/hook",  # IPv4-compatible
+        "https://[::ffff:a9fe:a9fe]/hook",  # IPv4-mapped
+        "https://[::ffff:0:a9fe:a9fe]/hook",  # IPv4-translated
     ],
 )
 def test_private_addresses_are_refused_in_production(
@@ -387,6 +518,26 @@ def test_private_addresses_are_refused_in_production(
     assert response.status_code == 400, url
     assert response.json()["code"] == "address_not_allowed" and response.json()["attr"] == "url"
     assert not Webhook.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("64:ff9b::808:808", True),  # NAT64 of a public address
+        ("2002:808:808::1", True),  # 6to4 of a public address
+        ("::ffff:808:808", True),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b::a00:1", False),  # 10.0.0.1
+        ("2002:c0a8:101::1", False),  # 192.168.1.1
+        ("2002:6440:1::1", False),  # 100.64.0.1
+        ("64:ff9b:1::a9fe:a9fe", False),
+        ("240.0.0.1", False),  # reserved
+    ],
+)
+def test_embedded_ipv4_addresses_are_checked_as_ipv4(address: str, allowed: bool) -> None:
+    assert address_allowed(address) is allowed
 
 
 @pytest.mark.parametrize(

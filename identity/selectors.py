@@ -170,7 +170,7 @@ def profile_traits_shown(profile: Profile, *, reveal_pii: bool) -> dict[str, dic
     else ``"[redacted]"``."""
     stored: dict[str, dict[str, Any]] = profile.traits or {}
     pii_ids = [entry["observation_id"] for entry in stored.values() if entry.get("pii")]
-    values = _observation_values(pii_ids) if reveal_pii and pii_ids else {}
+    values = observation_values(pii_ids) if reveal_pii and pii_ids else {}
     shown: dict[str, dict[str, Any]] = {}
     for name, entry in stored.items():
         trait = dict(entry)
@@ -180,10 +180,10 @@ def profile_traits_shown(profile: Profile, *, reveal_pii: bool) -> dict[str, dic
     return shown
 
 
-def _observation_values(observation_ids: Sequence[int]) -> dict[int, Any]:
+def observation_values(observation_ids: Iterable[int]) -> dict[int, Any]:
     """Observation id -> value, PII ones decrypted (one query for the rows, one for the keys)."""
     rows = list(
-        TraitObservation.objects.filter(pk__in=observation_ids).values_list(
+        TraitObservation.objects.filter(pk__in=set(observation_ids)).values_list(
             "pk", "value", "value_ciphertext"
         )
     )

@@ -10,7 +10,7 @@ Trait values of PII traits are decrypted only when the caller may reveal them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,11 +22,10 @@ from django.db.models import QuerySet
 from psycopg import errors as pg_errors
 
 from cdp.api.errors import InvalidInput, NotFound
-from cdp.crypto.envelope import decrypt_many_unless_erased
 from cdp.ingestion.pii import REDACTED
 from consent.purposes import purpose_get
 from consent.selectors import allowed_sql, allowed_status_sql
-from identity.models import TraitObservation
+from identity.selectors import observation_values
 from segments.activation.serving import Served
 from segments.dsl import definition_parse, members_query
 from segments.models import Membership, Segment, SegmentVersion
@@ -173,7 +172,7 @@ def member_traits_shown(
         for entry in member.traits.values()
         if entry.get("pii") and entry.get("observation_id") is not None
     ]
-    values = _observation_values(pii_ids) if reveal_pii and pii_ids else {}
+    values = observation_values(pii_ids) if reveal_pii and pii_ids else {}
     shown: dict[int, dict[str, Any]] = {}
     for member in members:
         traits: dict[str, Any] = {}
@@ -186,22 +185,6 @@ def member_traits_shown(
                 traits[name] = REDACTED
         shown[member.profile_id] = traits
     return shown
-
-
-def _observation_values(observation_ids: Iterable[int]) -> dict[int, Any]:
-    rows = list(
-        TraitObservation.objects.filter(pk__in=set(observation_ids)).values_list(
-            "pk", "value", "value_ciphertext"
-        )
-    )
-    sealed = [(pk, ciphertext) for pk, _, ciphertext in rows if ciphertext is not None]
-    opened = decrypt_many_unless_erased(
-        (ciphertext, TraitObservation.value_aad(pk)) for pk, ciphertext in sealed
-    )
-    values: dict[int, Any] = {pk: value for pk, value, ciphertext in rows if ciphertext is None}
-    for (pk, _), plaintext in zip(sealed, opened, strict=True):
-        values[pk] = None if plaintext is None else orjson.loads(plaintext)
-    return values
 
 
 # --- changes ----------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from identity.merging import (
     profile_changes_mark,
 )
 from identity.models import Edge, EdgeRule, Identifier, LedgerAction, MergeLedgerEntry
-from identity.rules import SIZE_CONFLICT, merge_rules
+from identity.rules import merge_rules
 from identity.services.partition import Key, derived_refresh, partition_apply
-from identity.services.resolution.write import edges_insert
+from identity.services.resolution.write import edges_insert, ledger_refusals
 
 logger = logging.getLogger(__name__)
 MAX_LOCK_ATTEMPTS = 8
@@ -185,19 +185,5 @@ def _ledger(
         )
         for kept, absorbed, index in merges
     ]
-    for edge in edges:
-        if edge.applied:
-            continue
-        guardrail = edge.conflict == SIZE_CONFLICT
-        entries.append(
-            ledger_entry(
-                action=LedgerAction.GUARDRAIL if guardrail else LedgerAction.CONFLICT,
-                profile_id=final[edge.a_id],
-                other_profile_id=final[edge.b_id],
-                edge_id=edge.pk,
-                actor=actor,
-                reason=f"merge refused ({edge.conflict}): {edge.rule} evidence kept, not applied",
-                details={"conflict": edge.conflict},
-            )
-        )
+    entries.extend(ledger_refusals(edges, final, actor=actor))
     return entries

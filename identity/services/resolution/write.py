@@ -150,22 +150,29 @@ def _ledger(
                 reason=f"{edge.rule} evidence linked identifiers {edge.a_id} and {edge.b_id}",
             )
         )
-    for edge in edges:
-        if edge.applied:
-            continue
-        guardrail = edge.conflict == SIZE_CONFLICT
-        entries.append(
-            ledger_entry(
-                action=LedgerAction.GUARDRAIL if guardrail else LedgerAction.CONFLICT,
-                profile_id=final[edge.a_id],
-                other_profile_id=final[edge.b_id],
-                edge_id=edge.pk,
-                actor=RESOLVER_ACTOR,
-                reason=_conflict_reason(edge.conflict),
-                details={"conflict": edge.conflict},
-            )
-        )
+    entries.extend(ledger_refusals(edges, final, actor=RESOLVER_ACTOR))
     return entries
+
+
+def ledger_refusals(
+    edges: Sequence[Edge], final: Mapping[int, int], *, actor: str
+) -> list[MergeLedgerEntry]:
+    """A conflict or guardrail ledger entry for each edge a merge rule refused."""
+    return [
+        ledger_entry(
+            action=LedgerAction.GUARDRAIL
+            if edge.conflict == SIZE_CONFLICT
+            else LedgerAction.CONFLICT,
+            profile_id=final[edge.a_id],
+            other_profile_id=final[edge.b_id],
+            edge_id=edge.pk,
+            actor=actor,
+            reason=_conflict_reason(edge.conflict),
+            details={"conflict": edge.conflict},
+        )
+        for edge in edges
+        if not edge.applied
+    ]
 
 
 def _conflict_reason(conflict: str) -> str:

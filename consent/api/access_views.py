@@ -15,7 +15,6 @@ import uuid
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,10 +22,9 @@ from rest_framework.views import APIView
 from cdp.api.models import Scope
 from cdp.api.permissions import request_actor
 from consent.api import privacy_serializers as s
-from consent.api.privacy_views import ERRORS, TAGS
+from consent.api.privacy_views import ERRORS, TAGS, privacy_request_post
 from consent.privacy.access.run import access_request
 from consent.privacy.access.storage import access_export_open
-from identity.api.views import lookup_identifier
 
 
 class AccessRequestView(APIView):
@@ -50,16 +48,7 @@ class AccessRequestView(APIView):
         responses={202: s.PrivacyRequestOutputSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        body = s.PrivacyRequestInputSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        created = access_request(
-            subject=lookup_identifier(body.validated_data),
-            requested_by=request_actor(request),
-            reason=body.validated_data.get("reason", ""),
-        )
-        return Response(
-            s.PrivacyRequestOutputSerializer(created).data, status=status.HTTP_202_ACCEPTED
-        )
+        return privacy_request_post(request, access_request)
 
 
 class AccessExportView(APIView):

@@ -8,6 +8,7 @@ log line repeats it. Requests run asynchronously: a POST answers 202 with the re
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -32,6 +33,19 @@ ERRORS = {
 }
 
 
+def privacy_request_post(request: Request, submit: Callable[..., PrivacyRequest]) -> Response:
+    """The body of every request-creating endpoint: one identifier and a reason in, 202 with
+    the request out; ``submit`` is the kind's service (erasure, access)."""
+    body = s.PrivacyRequestInputSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    created = submit(
+        subject=lookup_identifier(body.validated_data),
+        requested_by=request_actor(request),
+        reason=body.validated_data.get("reason", ""),
+    )
+    return Response(s.PrivacyRequestOutputSerializer(created).data, status=status.HTTP_202_ACCEPTED)
+
+
 class _PrivacyView(APIView):
     required_scopes = {Scope.PRIVACY_WRITE}
 
@@ -53,16 +67,7 @@ class ErasureRequestView(_PrivacyView):
         responses={202: s.PrivacyRequestOutputSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        body = s.PrivacyRequestInputSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        created = erasure_request(
-            subject=lookup_identifier(body.validated_data),
-            requested_by=request_actor(request),
-            reason=body.validated_data.get("reason", ""),
-        )
-        return Response(
-            s.PrivacyRequestOutputSerializer(created).data, status=status.HTTP_202_ACCEPTED
-        )
+        return privacy_request_post(request, erasure_request)
 
 
 class PrivacyRequestDetailView(_PrivacyView):

@@ -31,7 +31,7 @@ from django.db import OperationalError, transaction
 from consent.models import PrivacyRequest, PrivacyRequestKind
 from consent.privacy.requests import (
     privacy_request_complete,
-    privacy_request_create,
+    privacy_request_submit,
     privacy_requests_claim,
     privacy_requests_fail,
     privacy_requests_lock,
@@ -53,16 +53,13 @@ def erasure_request(
 ) -> PrivacyRequest:
     """A pending erasure request for the person ``subject`` (kind, raw value) stands for, with
     the worker enqueued once it commits. ``NotFound`` for an unknown identifier."""
-    with transaction.atomic():
-        request = privacy_request_create(
-            kind=PrivacyRequestKind.ERASURE,
-            subject=subject,
-            requested_by=requested_by,
-            reason=reason,
-        )
-        request_id = request.pk
-        transaction.on_commit(lambda: _enqueue(request_id))
-    return request
+    return privacy_request_submit(
+        kind=PrivacyRequestKind.ERASURE,
+        subject=subject,
+        requested_by=requested_by,
+        reason=reason,
+        enqueue=_enqueue,
+    )
 
 
 def _enqueue(request_id: uuid.UUID) -> None:

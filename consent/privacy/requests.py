@@ -16,7 +16,7 @@ request time; never by value. Status moves ``pending -> running -> completed | f
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -44,6 +44,25 @@ COMPLETED_ACTIONS = {
     PrivacyRequestKind.ACCESS: AuditAction.ACCESS_COMPLETED,
 }
 TARGET_TYPE = "privacy_request"
+
+
+def privacy_request_submit(
+    *,
+    kind: str,
+    subject: tuple[str, object],
+    requested_by: str,
+    reason: str,
+    enqueue: Callable[[uuid.UUID], object],
+) -> PrivacyRequest:
+    """``privacy_request_create``, then ``enqueue(request id)`` once the request commits (the
+    kind's worker task; beat picks up anything whose enqueue was lost)."""
+    with transaction.atomic():
+        request = privacy_request_create(
+            kind=kind, subject=subject, requested_by=requested_by, reason=reason
+        )
+        request_id = request.pk
+        transaction.on_commit(lambda: enqueue(request_id))
+    return request
 
 
 @transaction.atomic

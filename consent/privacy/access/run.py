@@ -22,7 +22,7 @@ from consent.privacy.access.registry import ExportSubject
 from consent.privacy.access.storage import access_export_store
 from consent.privacy.requests import (
     privacy_request_complete,
-    privacy_request_create,
+    privacy_request_submit,
     privacy_requests_claim,
     privacy_requests_fail,
     privacy_requests_lock,
@@ -42,16 +42,13 @@ def access_request(
     # Imported here: the task module imports this one.
     from consent.tasks import access_enqueue
 
-    with transaction.atomic():
-        request = privacy_request_create(
-            kind=PrivacyRequestKind.ACCESS,
-            subject=subject,
-            requested_by=requested_by,
-            reason=reason,
-        )
-        request_id = request.pk
-        transaction.on_commit(lambda: access_enqueue(request_id))
-    return request
+    return privacy_request_submit(
+        kind=PrivacyRequestKind.ACCESS,
+        subject=subject,
+        requested_by=requested_by,
+        reason=reason,
+        enqueue=access_enqueue,
+    )
 
 
 def access_run(request_id: uuid.UUID, *, actor: str = WORKER_ACTOR) -> PrivacyRequest | None:

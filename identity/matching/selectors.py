@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from cdp.ingestion.pii import REDACTED
+from cdp.ops.bulk import bound_cursor
 from identity.matching.features import FIELDS
 from identity.matching.inputs import inputs_read
 from identity.models import Identifier, MatchCandidate
@@ -66,3 +67,37 @@ def _side(identifier_id: int, profile_id: int | None, frame: Any, reveal: bool) 
             if value is not None:
                 fields[name] = value if reveal else REDACTED
     return Side(identifier_id=identifier_id, profile_id=profile_id, fields=fields)
+
+
+# --- incremental selection ------------------------------------------------------------------
+def profiles_changed_unmatched(limit: int) -> list[int]:
+    """Live profiles changed since the matcher last compared them (or never compared), oldest
+    change first."""
+    with bound_cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.profile_id FROM identity_profilechange c
+            JOIN identity_profile p ON p.id = c.profile_id AND p.merged_into_id IS NULL
+            LEFT JOIN identity_matchprofile m ON m.profile_id = c.profile_id
+            WHERE m.profile_id IS NULL OR c.changed_at > m.matched_at
+            ORDER BY c.changed_at, c.profile_id LIMIT %s
+            """,
+            [limit],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def profiles_sharing_block_keys(digests: Sequence[str], *, exclude: Sequence[int]) -> list[int]:
+    """Live profiles sharing a blocking-key digest (through the GIN index)."""
+    if not digests:
+        return []
+    with bound_cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT m.profile_id FROM identity_matchprofile m
+            JOIN identity_profile p ON p.id = m.profile_id AND p.merged_into_id IS NULL
+            WHERE m.block_keys && %s::varchar[] AND m.profile_id <> ALL(%s::bigint[])
+            """,
+            [list(digests), list(exclude)],
+        )
+        return [row[0] for row in cursor.fetchall()]

@@ -31,6 +31,7 @@ from identity.matching.inputs import (
     live_profiles_with_fields,
     pair_fingerprint,
 )
+from identity.matching.selectors import profiles_changed_unmatched, profiles_sharing_block_keys
 from identity.merging import profile_changes_prune, profile_kind_counts
 from identity.models import (
     EdgeRule,
@@ -82,13 +83,15 @@ def matching_incremental(*, limit: int | None = None) -> MatchReport:
     """Match the profiles that changed since the matcher last saw them (up to ``limit``)
     against their block-mates; returns what it did (``profiles`` 0: nothing was pending)."""
     config = matching_config()
-    dirty = _dirty_profiles(limit or config.incremental_batch)
+    dirty = profiles_changed_unmatched(limit or config.incremental_batch)
     if not dirty:
         return MatchReport()
     focus_inputs = inputs_read(dirty)
     prepared = features.prepare(focus_inputs.frame)
     digests = blocking.key_digests(blocking.block_keys(prepared))
-    mates = _block_mates(sorted({d for ds in digests.values() for d in ds}), exclude=dirty)
+    mates = profiles_sharing_block_keys(
+        sorted({d for ds in digests.values() for d in ds}), exclude=dirty
+    )
     inputs = inputs_read([*focus_inputs.frame.index, *mates])
     report = _match(inputs, focus=set(focus_inputs.frame.index), dry_run=False, refit=False)
     _seen_without_fields(sorted(set(dirty) - set(focus_inputs.frame.index)))
@@ -481,35 +484,3 @@ def match_evidence(
         "weights": {name: entry["weight"] for name, entry in comparison.items()},
         "agrees": {name: entry["agrees"] for name, entry in comparison.items()},
     }
-
-
-# --- incremental selection ------------------------------------------------------------------
-def _dirty_profiles(limit: int) -> list[int]:
-    with bound_cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT c.profile_id FROM identity_profilechange c
-            JOIN identity_profile p ON p.id = c.profile_id AND p.merged_into_id IS NULL
-            LEFT JOIN identity_matchprofile m ON m.profile_id = c.profile_id
-            WHERE m.profile_id IS NULL OR c.changed_at > m.matched_at
-            ORDER BY c.changed_at, c.profile_id LIMIT %s
-            """,
-            [limit],
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
-def _block_mates(digests: Sequence[str], *, exclude: Sequence[int]) -> list[int]:
-    """Live profiles sharing a blocking-key digest (through the GIN index)."""
-    if not digests:
-        return []
-    with bound_cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT m.profile_id FROM identity_matchprofile m
-            JOIN identity_profile p ON p.id = m.profile_id AND p.merged_into_id IS NULL
-            WHERE m.block_keys && %s::varchar[] AND m.profile_id <> ALL(%s::bigint[])
-            """,
-            [list(digests), list(exclude)],
-        )
-        return [row[0] for row in cursor.fetchall()]

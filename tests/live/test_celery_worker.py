@@ -288,6 +288,17 @@ def test_ingestion_enqueues_the_resolver_and_the_worker_resolves(
     assert profile.traits["plan"]["value"] == "pro"
     anon = identifier_find(kind="anonymous_id", raw_value="live-anon")
     assert anon is not None and anon.profile_id == profile.pk
-    run = JobRun.objects.get(task_name="identity.tasks.resolve_pending_events")
-    assert run.status == JobStatus.SUCCEEDED and isinstance(run.result, dict)
+    # The profile is visible once the batch commits; the task finishes (and records its run)
+    # after it, enqueueing what follows (segments).
+    run = worker.wait_for(
+        lambda: (
+            JobRun.objects.filter(
+                task_name="identity.tasks.resolve_pending_events", status=JobStatus.SUCCEEDED
+            )
+            .order_by("started_at")
+            .first()
+        ),
+        "the resolver task's run recorded as succeeded",
+    )
+    assert isinstance(run.result, dict)
     assert run.result["events"] == 2

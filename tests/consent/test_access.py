@@ -409,9 +409,7 @@ def extra_section() -> Iterator[list[ExportSubject]]:
         for profile_id in subject.profile_ids:
             yield {"profile_id": profile_id, "segment_id": 7}
 
-    access_sections_register(
-        ExportSection(name="loyalty_points", description="Points.", rows=rows)
-    )
+    access_sections_register(ExportSection(name="loyalty_points", description="Points.", rows=rows))
     yield seen
     access_sections_unregister("loyalty_points")
 
@@ -420,9 +418,7 @@ def test_another_app_adds_a_section(person: Person, extra_section: list[ExportSu
     files = export_read(access_export_build(profile_id=person.profile_id))
     (subject,) = extra_section
     assert subject.profile_id == person.profile_id
-    assert {row["profile_id"] for row in files["loyalty_points.json"]} == set(
-        subject.profile_ids
-    )
+    assert {row["profile_id"] for row in files["loyalty_points.json"]} == set(subject.profile_ids)
     names = [entry["name"] for entry in files["manifest.json"]["files"]]
     assert names[-1] == "loyalty_points.json"
     assert files["manifest.json"]["counts"]["loyalty_points"] == 2

@@ -28,9 +28,7 @@ def test_one_person_latest_choice_wins() -> None:
         [choice(1, 10, "granted", at=0), choice(2, 10, "withdrawn", at=1)], merged_at=None
     )
     assert states["marketing_email"].status == "withdrawn"
-    states = derive(
-        [choice(1, 10, "denied", at=0), choice(2, 11, "granted", at=1)], merged_at=None
-    )
+    states = derive([choice(1, 10, "denied", at=0), choice(2, 11, "granted", at=1)], merged_at=None)
     assert states["marketing_email"].status == "granted"
     assert states["marketing_email"].entry_id == 2
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from cdp.ingestion.services import SourceWithKey, events_ingest
 from segments.dsl import DefinitionError, definition_parse, members_query
@@ -189,3 +190,24 @@ def test_seed_rules(source: SourceWithKey) -> None:
     # A week and a day later the buyer leaves VIP without any new event.
     assert _members(vip, now=now + timedelta(days=8)) == set()
     assert late not in _members({"event": "Order Completed"}, now=now)
+
+
+@pytest.mark.django_db
+def test_date_comparisons_run_under_a_parallel_plan(source: SourceWithKey) -> None:
+    """The trait date cast catches errors in a subtransaction, which a parallel plan refuses:
+    the function is parallel unsafe, so PostgreSQL never plans one around it."""
+    events_ingest(
+        source_id=source.source.pk,
+        messages=[message("identify", userId="u1", traits={"signup": "2026-02-01T00:00:00Z"})],
+        received_at=T0,
+    )
+    resolve()
+    sql, params = members_query(
+        definition_parse({"trait": "signup", "op": "lt", "value": "2026-03-01"}), now=T0
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL force_parallel_mode = on")
+        cursor.execute("SET LOCAL parallel_setup_cost = 0")
+        cursor.execute("SET LOCAL parallel_tuple_cost = 0")
+        cursor.execute(sql, params)
+        assert [row[0] for row in cursor.fetchall()] == [pid("user_id", "u1")]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -127,56 +127,51 @@ def _node(node: n.Node, b: _Builder) -> str:
 
 
 # --- values held in JSON (traits, event properties) -------------------------------------------
-# An expression that reads a named JSON value: called once per use, because each use binds the
-# name as a parameter of its own.
-Ref = Callable[[], str]
+# An expression that reads a named JSON value holds the name's parameter marker: it can be used
+# any number of times in the text, ``_Builder.render`` binds the value at each use.
 
 
 def _trait(node: n.TraitCondition, b: _Builder) -> str:
-    def entry() -> str:
-        return f"(p.traits -> {b.param(node.name)})"
-
+    entry = f"(p.traits -> {b.param(node.name)})"
     if node.comparison.op == "exists":
         # A PII trait's entry has no value (it stays encrypted): present is enough.
-        present = f"NOT {entry()} ? 'value' OR jsonb_typeof({entry()} -> 'value') <> 'null'"
-        return f"coalesce({entry()} IS NOT NULL AND ({present}), false)"
-    return _json_comparison(lambda: f"({entry()} -> 'value')", node.comparison, b)
+        present = f"NOT {entry} ? 'value' OR jsonb_typeof({entry} -> 'value') <> 'null'"
+        return f"coalesce({entry} IS NOT NULL AND ({present}), false)"
+    return _json_comparison(f"({entry} -> 'value')", node.comparison, b)
 
 
 def _property(node: n.PropertyFilter, alias: str, b: _Builder) -> str:
-    def value() -> str:
-        return f"({alias}.properties -> {b.param(node.name)})"
-
+    value = f"({alias}.properties -> {b.param(node.name)})"
     if node.comparison.op == "exists":
-        return f"coalesce(jsonb_typeof({value()}) <> 'null', false)"
+        return f"coalesce(jsonb_typeof({value}) <> 'null', false)"
     return _json_comparison(value, node.comparison, b)
 
 
-def _json_comparison(ref: Ref, comparison: n.Comparison, b: _Builder) -> str:
+def _json_comparison(value: str, comparison: n.Comparison, b: _Builder) -> str:
     """A comparison of a jsonb value; never NULL. Types never mix (docs/segments.md)."""
     kind = comparison.kind
     if comparison.op == "contains":
         (needle,) = comparison.values
         return (
-            f"coalesce(CASE jsonb_typeof({ref()}) "
-            f"WHEN 'string' THEN strpos({ref()} #>> '{{}}', {b.param(needle)}) > 0 "
-            f"WHEN 'array' THEN {ref()} @> {b.param(json.dumps(needle))}::jsonb "
+            f"coalesce(CASE jsonb_typeof({value}) "
+            f"WHEN 'string' THEN strpos({value} #>> '{{}}', {b.param(needle)}) > 0 "
+            f"WHEN 'array' THEN {value} @> {b.param(json.dumps(needle))}::jsonb "
             "ELSE false END, false)"
         )
-    return _scalar_comparison(_typed(ref, kind), comparison, b, collate=kind == "string")
+    return _scalar_comparison(_typed(value, kind), comparison, b, collate=kind == "string")
 
 
-def _typed(ref: Ref, kind: str) -> str:
+def _typed(value: str, kind: str) -> str:
     """The jsonb value as SQL of ``kind``, NULL when it is of another type."""
     if kind == "number":
-        return f"(CASE WHEN jsonb_typeof({ref()}) = 'number' THEN ({ref()})::numeric END)"
+        return f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::numeric END)"
     if kind == "string":
-        return f"(CASE WHEN jsonb_typeof({ref()}) = 'string' THEN {ref()} #>> '{{}}' END)"
+        return f"(CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} #>> '{{}}' END)"
     if kind == "boolean":
-        return f"(CASE WHEN jsonb_typeof({ref()}) = 'boolean' THEN ({ref()})::boolean END)"
+        return f"(CASE WHEN jsonb_typeof({value}) = 'boolean' THEN ({value})::boolean END)"
     return (
-        f"(CASE WHEN jsonb_typeof({ref()}) = 'string' AND {ref()} #>> '{{}}' ~ '{_ISO_PATTERN}' "
-        f"THEN cdp_try_timestamptz({ref()} #>> '{{}}') END)"
+        f"(CASE WHEN jsonb_typeof({value}) = 'string' AND {value} #>> '{{}}' ~ '{_ISO_PATTERN}' "
+        f"THEN cdp_try_timestamptz({value} #>> '{{}}') END)"
     )
 
 
@@ -248,10 +243,7 @@ def _event(node: n.EventCondition, b: _Builder) -> str:
         "last": "max(e.timestamp)",
     }[node.measure]
     if node.property is not None:
-        prop = f"(e.properties -> {b.param(node.property)})"
-        value = value.format(
-            x=f"(CASE WHEN jsonb_typeof({prop}) = 'number' THEN ({prop})::numeric END)"
-        )
+        value = value.format(x=_typed(f"(e.properties -> {b.param(node.property)})", "number"))
     rows = _event_rows(node.events, "e", b, window=node.window)
     if b.profile_ids is not None:
         rows.append(f"i.profile_id = ANY({b.param(b.profile_ids)}::bigint[])")
